@@ -1,0 +1,253 @@
+"""Decoded images held in memory, and the pieces every datamodule here shares.
+
+Small images (64x64 is 12 kB) are decoded once at ``setup()`` instead of on every epoch: on a
+2-core machine JPEG decoding, not the model, would otherwise bound the training speed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from taskcodec.errors import ConfigError, DataError
+
+PROGRESS_MIN_IMAGES = 2000  # show a progress bar only when decoding more images than this
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ArrayImageDataset(Dataset):
+    """Decoded images held in memory as uint8 [N, H, W, 3] RGB; labels int64 [N]; optional boxes float32 [N, 4].
+
+    Boxes are (x0, y0, x1, y1) in pixels of the stored image. Items are ``(image, label)`` or, with
+    ``return_boxes``, ``(image, label, box)``; the image is float32 [3, H, W] in [0, 1] and
+    ``transform`` (tensor -> tensor) runs after that conversion. A torchvision v2 transform also
+    moves the box with the image (crop, flip); any other callable sees the image only.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        boxes: np.ndarray | None = None,
+        transform: Callable | None = None,
+        return_boxes: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (len(images),):
+            raise ValueError(f"labels must have shape [{len(images)}], got {list(labels.shape)}")
+        if boxes is not None:
+            boxes = np.asarray(boxes, dtype=np.float32)
+            if boxes.shape != (len(images), 4):
+                raise ValueError(f"boxes must have shape [{len(images)}, 4], got {list(boxes.shape)}")
+        if return_boxes and boxes is None:
+            raise ValueError("return_boxes=True needs boxes")
+        if names is not None and len(names) != len(images):
+            raise ValueError(f"names must have {len(images)} entries, got {len(names)}")
+        self.images = images
+        self.labels = labels
+        self.boxes = boxes
+        self.transform = transform
+        self.return_boxes = return_boxes
+        self.names = list(names) if names is not None else None  # source file of each image
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int] | tuple[Tensor, int, Tensor]:
+        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div_(255.0)
+        label = int(self.labels[i])
+        if not self.return_boxes:
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, label
+        box = tv_tensors.BoundingBoxes(
+            torch.from_numpy(self.boxes[i]).reshape(1, 4), format="XYXY", canvas_size=tuple(image.shape[-2:])
+        )
+        if isinstance(self.transform, v2.Transform):
+            image, box = self.transform(image, box)
+        elif self.transform is not None:
+            image = self.transform(image)
+        return image, label, box.as_subclass(Tensor).reshape(4) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+    def map_images(self, fn: Callable[[np.ndarray], np.ndarray]) -> ArrayImageDataset:
+        """Return a new dataset with ``fn`` applied to each H x W x 3 uint8 image (e.g. a JPEG round trip).
+
+        Labels, boxes, names and transform are kept, so ``fn`` must keep the image size.
+        """
+        out = np.empty_like(self.images)
+        for k, image in enumerate(progress(self.images, "mapping images")):
+            mapped = np.asarray(fn(image))
+            if mapped.dtype != np.uint8 or mapped.shape != image.shape:
+                raise ValueError(
+                    f"map_images: fn must return uint8 {list(image.shape)}, got {mapped.dtype} {list(mapped.shape)}"
+                )
+            out[k] = mapped
+        return ArrayImageDataset(out, self.labels, self.boxes, self.transform, self.return_boxes, self.names)
+
+    def subset(self, indices: np.ndarray, transform: Callable | None = None) -> ArrayImageDataset:
+        """Return the images at ``indices`` (a copy) with their own ``transform``."""
+        return ArrayImageDataset(
+            self.images[indices],
+            self.labels[indices],
+            None if self.boxes is None else self.boxes[indices],
+            transform,
+            self.return_boxes,
+            None if self.names is None else [self.names[k] for k in indices],
+        )
+
+
+def progress(items: Sequence, desc: str) -> Iterable:
+    """Wrap ``items`` in a tqdm bar only when there are enough of them to be worth watching."""
+    return tqdm(items, desc=desc, unit="img") if len(items) > PROGRESS_MIN_IMAGES else items
+
+
+def decode_rgb(data: bytes, name: str, size: tuple[int, int] | None = None, crop: bool = True) -> np.ndarray:
+    """Decode image bytes of any Pillow-readable format and mode to uint8 H x W x 3 RGB.
+
+    Grayscale, palette, CMYK and 16-bit images become RGB; alpha is dropped (as torchvision's
+    ImageFolder does). ``size`` is (height, width): with ``crop`` the shorter side is resized to
+    fit and the centre is cropped, otherwise the image is resized to ``size`` ignoring aspect.
+
+    Raises:
+        DataError: naming ``name`` when Pillow cannot read or convert the image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            image = _to_rgb(ImageOps.exif_transpose(opened))
+        if size is not None:
+            image = _resize(image, size, crop)
+        return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise DataError(
+            f"cannot read image {name!r}: {type(err).__name__}: {err}. The file is corrupt, truncated or "
+            "not an image Pillow can decode; replace it (re-save as PNG or JPEG) or delete it."
+        ) from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
+        # Pillow's own convert("RGB") clips 16-bit values at 255; scale them to 8 bits instead.
+        values = np.asarray(image).astype(np.float64)
+        if image.mode == "F":
+            scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        else:
+            scale = 1.0 if image.mode == "I" and values.size and values.max() <= 255 else 1.0 / 257.0
+        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _resize(image: Image.Image, size: tuple[int, int], crop: bool) -> Image.Image:
+    height, width = size
+    if not crop:
+        return image.resize((width, height), Image.Resampling.BICUBIC)
+    w, h = image.size
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def stratified_split(
+    labels: np.ndarray, holdout_per_class: int | Sequence[int], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (train_idx, holdout_idx), holding out a seeded random sample of each class.
+
+    ``holdout_per_class`` is one count for every class or a count per label value. Each class is
+    shuffled by its own generator seeded with (seed, label), so a class's hold-out does not depend
+    on which other classes are present. Both index arrays come back sorted.
+    """
+    labels = np.asarray(labels)
+    train, holdout = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        k = holdout_per_class if np.isscalar(holdout_per_class) else holdout_per_class[int(label)]
+        k = int(k)
+        if k < 0:
+            raise ConfigError(f"holdout_per_class must be >= 0, got {k}")
+        if k > len(members):
+            raise DataError(
+                f"class {int(label)} has {len(members)} images, fewer than the {k} to hold out; "
+                "lower holdout_per_class or add images"
+            )
+        order = np.random.default_rng([seed, int(label)]).permutation(members)
+        holdout.append(order[:k])
+        train.append(order[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(holdout))
+
+
+def train_transform(pad: int = 4, size: int | tuple[int, int] = 64) -> Callable:
+    """Random ``size`` crop of the image zero-padded by ``pad`` pixels, then a random horizontal flip.
+
+    Zero padding (the CIFAR recipe) rather than reflect, because torchvision can move boxes
+    through a constant pad but not through a reflect pad.
+    """
+    return v2.Compose([v2.RandomCrop(size, padding=pad, fill=0), v2.RandomHorizontalFlip()])
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Data loaders over ``train_set``, ``holdout_set`` (Lightning's "val") and ``test_set``.
+
+    Subclasses fill the three ArrayImageDatasets in ``setup()``; the hold-out is carved out of the
+    training data for model selection, the test set is what results are reported on.
+    """
+
+    def __init__(self, batch_size: int, num_workers: int, pin_memory: bool) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_set: ArrayImageDataset | None = None
+        self.holdout_set: ArrayImageDataset | None = None
+        self.test_set: ArrayImageDataset | None = None
+
+    def _loader(self, dataset: ArrayImageDataset | None, stage: str, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            self.setup(stage)
+            dataset = {"fit": self.train_set, "validate": self.holdout_set}.get(stage, self.test_set)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "fit", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.holdout_set, "validate", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "predict", shuffle=False)

@@ -1,0 +1,162 @@
+"""Rate-accuracy evaluation: reference classifier + standard codecs (+ taskcodec runs) -> one table.
+
+    python evaluate.py classifier_ckpt=PATH                         # baselines only
+    python evaluate.py classifier_ckpt=PATH codec_dirs='[logs/train/multiruns/X/*]'   # + a λ sweep
+    python evaluate.py classifier_ckpt=PATH train_on_compressed='{codec: jpeg, setting: 10, epochs: 3}'
+
+Writes rate_accuracy.csv/.json, rate_accuracy.png, headline.json and provenance.json (command, git
+revision, resolved config) to ``output_dir``, and logs the table and plot to W&B (offline by default).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
+
+from lightning_modules.classifier import ClassifierModule  # noqa: E402
+from taskcodec.baselines import DEFAULT_SWEEPS, available_codecs, make_codec  # noqa: E402
+from taskcodec.errors import CheckpointError, ConfigError  # noqa: E402
+from taskcodec.evaluation import (  # noqa: E402
+    evaluate_baseline,
+    evaluate_taskcodec,
+    headline,
+    plot_rate_accuracy,
+    write_table,
+)
+from taskcodec.export import load_decoder, load_encoder  # noqa: E402
+from taskcodec.models import load_image_classifier  # noqa: E402
+
+
+def provenance(cfg: DictConfig) -> dict:
+    """The exact command, git revision and resolved config that produced a result."""
+    root = Path(__file__).resolve().parent
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "git_revision": git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:
+    """(encoder, decoder) pairs found in the given run/export directories or globs."""
+    pairs = []
+    for pattern in patterns:
+        dirs = sorted(glob.glob(str(pattern))) or [pattern]
+        for d in map(Path, dirs):
+            encs = sorted(d.glob("encoder-*.pt")) + sorted(d.glob("export/encoder-*.pt"))
+            if not encs:
+                raise CheckpointError(f"no encoder-*.pt in {d} or {d}/export; run `taskcodec export CKPT` first")
+            for enc in encs:
+                dec = enc.with_name(enc.name.replace("encoder-", "decoder-"))
+                if not dec.is_file():
+                    raise CheckpointError(f"{enc} has no matching {dec.name} beside it")
+                pairs.append((enc, dec))
+    return pairs
+
+
+def finetune_on_compressed(cfg: DictConfig, datamodule, spec: DictConfig):
+    """The seeds' regime: fine-tune the reference on train images passed through one codec setting."""
+    codec = make_codec(spec.codec, spec.setting)
+    module = ClassifierModule.load_from_checkpoint(cfg.classifier_ckpt, lr=spec.get("lr", 0.01), warmup_epochs=0.1)
+    datamodule.train_set = datamodule.train_set.map_images(lambda im: codec.encode(im).decoded)
+    datamodule.holdout_set = datamodule.holdout_set.map_images(lambda im: codec.encode(im).decoded)
+    trainer = pl.Trainer(
+        max_epochs=int(spec.get("epochs", 3)), accelerator="auto", devices=1, logger=False,
+        enable_checkpointing=False, deterministic=True, default_root_dir=cfg.output_dir,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    return codec, module.classifier.eval()
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.output_dir)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    if cfg.train_on_compressed:
+        datamodule.setup("fit")
+    test = datamodule.test_set
+    n = cfg.limit_images or len(test)
+    images, labels = test.images[:n], test.labels[:n]
+    classifier = load_image_classifier(cfg.classifier_ckpt)
+    if classifier.model.num_classes != datamodule.num_classes:
+        raise ConfigError(
+            f"classifier has {classifier.model.num_classes} classes but data.num_classes={datamodule.num_classes}"
+        )
+
+    rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels, cfg.batch_size)]
+    usable = set(available_codecs())
+    for name, settings in (cfg.baselines or {}).items():
+        if name not in usable:
+            print(f"skipping {name}: no encoder available here")
+            continue
+        sweep = OmegaConf.to_container(settings) if settings is not None else DEFAULT_SWEEPS[name]
+        for setting in sweep:
+            rows.append(evaluate_baseline(make_codec(name, setting), classifier, images, labels, cfg.batch_size))
+            print(f"{rows[-1]['codec']:>16} {rows[-1]['setting']:>18}: {rows[-1]['bytes_per_image']:8.1f} B  top-1 {rows[-1]['top1']:.3f}")
+
+    for enc_path, dec_path in codec_exports(list(cfg.codec_dirs or [])):
+        encoder, meta = load_encoder(enc_path)
+        decoder, _ = load_decoder(dec_path)
+        row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size)
+        row["setting"] = f"lmbda={meta.get('lmbda')}"
+        rows.append(row)
+        print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")
+
+    if cfg.train_on_compressed:
+        codec, tuned = finetune_on_compressed(cfg, datamodule, cfg.train_on_compressed)
+        row = evaluate_baseline(codec, tuned, images, labels, cfg.batch_size)
+        row["codec"] = f"{codec.name}+finetuned"
+        rows.append(row)
+
+    csv_path, _ = write_table(rows, out_dir, "rate_accuracy")
+    png = plot_rate_accuracy(rows, out_dir / "rate_accuracy.png", f"{datamodule.num_classes} classes, n={n}")
+    head = headline(rows)
+    (out_dir / "headline.json").write_text(json.dumps(head, indent=1))
+    (out_dir / "provenance.json").write_text(json.dumps(provenance(cfg), indent=1))
+    log_to_wandb(cfg, rows, png)
+    print(f"table: {csv_path}\nplot: {png}\nheadline: {json.dumps(head, indent=1)}")
+    return {"rows": rows, "headline": head, "csv": str(csv_path), "png": str(png)}
+
+
+def log_to_wandb(cfg: DictConfig, rows: list[dict], png: Path) -> None:
+    """One W&B run with the table, a bytes-vs-top-1 scatter and the PNG (offline unless told)."""
+    if cfg.wandb.mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(
+        project=cfg.wandb.project, mode=cfg.wandb.mode, dir=cfg.output_dir, job_type="evaluate",
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )  # fmt: skip
+    columns = list(rows[0])
+    table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+    run.log(
+        {
+            "rate_accuracy/table": table,
+            "rate_accuracy/plot": wandb.plot.scatter(table, "bytes_per_image", "top1", title="top-1 vs bytes/image"),
+            "rate_accuracy/png": wandb.Image(str(png)),
+        }
+    )
+    run.finish()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate.yaml")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The reference classifier: a timm model trained on clean images.
+
+Its test top-1 defines "accuracy comparable to uncompressed" for every rate-accuracy claim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from taskcodec.models import ImageClassifier
+
+
+def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 and top-5 (capped at the number of classes) logged as ``<stage>/acc`` and ``<stage>/top5``."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
+            "top5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=prefix,
+    )
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+    """Linear warm-up then cosine decay to zero, stepped every batch."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class ClassifierModule(pl.LightningModule):
+    """Trains any timm classifier on RGB in [0, 1] with SGD + warm-up/cosine and label smoothing."""
+
+    def __init__(
+        self,
+        classifier: str = "resnet18",
+        num_classes: int = 10,
+        pretrained: bool = False,
+        weights: str | None = None,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        label_smoothing: float = 0.1,
+        warmup_epochs: float = 1.0,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.classifier = ImageClassifier(classifier, num_classes, pretrained, weights, drop_rate)
+        self.train_metrics = accuracy_metrics(num_classes, "train/")
+        self.val_metrics = accuracy_metrics(num_classes, "val/")
+        self.test_metrics = accuracy_metrics(num_classes, "test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(x)
+
+    def _step(self, batch, stage: str, metrics: MetricCollection) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=len(y))
+        self.log_dict(metrics, prog_bar=stage != "train", batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_metrics)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay = [p for p in self.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.ndim <= 1]
+        opt = torch.optim.SGD(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=True,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        sched = warmup_cosine(opt, total, max(1, int(hp.warmup_epochs * per_epoch)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

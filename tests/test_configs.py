@@ -1,0 +1,64 @@
+"""Every config composes and instantiates (the GPU trainer only where a GPU exists)."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from conftest import DATA, ROOT, compose_cfg
+from omegaconf import OmegaConf
+
+from lightning_modules.joint import JointCodecModule
+from taskcodec.errors import ConfigError
+
+
+def model_kwargs(cfg) -> dict:
+    """The model config's arguments, to call the class directly (Hydra would wrap its errors)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", ["joint", "classifier"])
+@pytest.mark.parametrize("trainer", ["default", "cpu", "ddp", "gpu"])
+def test_train_config_instantiates(model: str, trainer: str, tmp_path) -> None:
+    cfg = compose_cfg("train.yaml", [*DATA, f"model={model}", f"trainer={trainer}"], tmp_path)
+    hydra.utils.instantiate(cfg.data)
+    hydra.utils.instantiate(cfg.model)
+    for group in ("callbacks", "logger"):
+        for c in cfg[group].values():
+            hydra.utils.instantiate(c)
+    if trainer == "gpu" and not torch.cuda.is_available():
+        assert cfg.trainer.accelerator == "gpu"  # composes; building it needs a GPU
+        return
+    if trainer == "ddp":
+        cfg.trainer.accelerator = "cpu"
+    hydra.utils.instantiate(cfg.trainer)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_instantiate(experiment: str, reference_ckpt: str, tmp_path) -> None:
+    cfg = compose_cfg("train.yaml", [*DATA, f"experiment={experiment}"], tmp_path)
+    if "reference_ckpt" in cfg.model:
+        cfg.model.reference_ckpt = reference_ckpt
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.hparams.num_classes == 3
+
+
+def test_frozen_classifier_needs_reference(tmp_path) -> None:
+    cfg = compose_cfg("train.yaml", [*DATA, "model.head=pixel", "model.freeze_classifier=true"], tmp_path)
+    with pytest.raises(ConfigError, match="reference_ckpt"):
+        JointCodecModule(**model_kwargs(cfg))
+
+
+def test_evaluate_config_composes(tmp_path) -> None:
+    cfg = compose_cfg("evaluate.yaml", [*DATA, "classifier_ckpt=x.ckpt"], tmp_path)
+    assert list(cfg.baselines.jpeg) == [5, 10, 20, 30, 50, 75, 90, 95]
+    hydra.utils.instantiate(cfg.data)
+
+
+def test_bad_lambda_rejected(tmp_path) -> None:
+    cfg = compose_cfg("train.yaml", [*DATA, "model.lmbda=-1"], tmp_path)
+    with pytest.raises(ConfigError, match="lmbda"):
+        JointCodecModule(**model_kwargs(cfg))

@@ -1,0 +1,71 @@
+"""evaluate.py end to end on the sample data: baselines, taskcodec rows, fine-tuning, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import DATA, compose_cfg
+
+from evaluate import evaluate
+from taskcodec.errors import CheckpointError
+from taskcodec.evaluation import COLUMNS, headline
+
+
+def cfg_eval(tmp_path, reference_ckpt, *extra):
+    return compose_cfg(
+        "evaluate.yaml",
+        [*DATA, f"classifier_ckpt={reference_ckpt}", f"output_dir={tmp_path}", "wandb.mode=disabled",
+         "baselines={jpeg: [10, 75], webp: [50], avif: [50], downsample: [2], downsample_jpeg: [{factor: 2, quality: 50}]}",
+         *extra],
+        tmp_path,
+    )  # fmt: skip
+
+
+def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> None:
+    out = evaluate(cfg_eval(tmp_path, reference_ckpt, f"codec_dirs=[{joint_run['dir']}]"))
+    rows = out["rows"]
+    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "taskcodec-latent"]
+    assert rows[0]["bytes_per_image"] == 64 * 64 * 3 and rows[0]["n"] == 6
+    jpeg10, jpeg75 = rows[1], rows[2]
+    assert jpeg10["bytes_per_image"] < jpeg75["bytes_per_image"]
+    assert jpeg10["payload_bytes_per_image"] < jpeg10["bytes_per_image"]
+    codec = rows[-1]
+    assert codec["setting"] == "lmbda=1.0" and codec["est_bytes_per_image"] > 0
+    assert codec["payload_bytes_per_image"] < codec["bytes_per_image"]
+    header = (tmp_path / "rate_accuracy.csv").read_text().splitlines()[0].split(",")
+    assert header == COLUMNS
+    assert len(json.loads((tmp_path / "rate_accuracy.json").read_text())) == len(rows)
+    assert (tmp_path / "rate_accuracy.png").stat().st_size > 1000
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["git_revision"] and "config" in prov
+
+
+def test_evaluate_train_on_compressed_and_wandb(reference_ckpt, tmp_path) -> None:
+    cfg = cfg_eval(tmp_path, reference_ckpt, "baselines={jpeg: [10]}", "wandb.mode=offline",
+                   "train_on_compressed={codec: jpeg, setting: 10, epochs: 1}")  # fmt: skip
+    rows = evaluate(cfg)["rows"]
+    tuned = rows[-1]
+    assert tuned["codec"] == "jpeg+finetuned" and tuned["setting"] == rows[1]["setting"]
+    assert tuned["bytes_per_image"] == rows[1]["bytes_per_image"]  # same encoder, same bytes
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_evaluate_missing_export(reference_ckpt, tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="encoder"):
+        evaluate(cfg_eval(tmp_path, reference_ckpt, f"codec_dirs=[{tmp_path}]"))
+
+
+def test_headline_ratios() -> None:
+    rows = [
+        {"codec": "none", "setting": "raw", "bytes_per_image": 12288, "payload_bytes_per_image": 12288, "top1": 0.70},
+        {"codec": "jpeg", "setting": "q=10", "bytes_per_image": 500, "payload_bytes_per_image": 200, "top1": 0.50},
+        {"codec": "jpeg", "setting": "q=50", "bytes_per_image": 1000, "payload_bytes_per_image": 700, "top1": 0.65},
+        {"codec": "jpeg", "setting": "q=90", "bytes_per_image": 2000, "payload_bytes_per_image": 1700, "top1": 0.70},
+        {"codec": "taskcodec-latent", "setting": "lmbda=1", "bytes_per_image": 100, "payload_bytes_per_image": 96, "top1": 0.695},
+        {"codec": "taskcodec-latent", "setting": "lmbda=4", "bytes_per_image": 300, "payload_bytes_per_image": 296, "top1": 0.71},
+    ]
+    h = headline(rows)["taskcodec-latent"]
+    assert h["setting"] == "lmbda=1"  # cheapest within 1 point of the reference
+    assert 10 < h["x_fewer_than_jpeg"] < 20  # JPEG frontier between q50 and q90 at top-1 0.695
+    assert h["webp_bytes"] is None and h["x_fewer_than_best_webp_avif"] is None
