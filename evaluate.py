@@ -53,7 +53,7 @@ def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:
     """(encoder, decoder) pairs found in the given run/export directories or globs."""
     pairs = []
     for pattern in patterns:
-        dirs = sorted(glob.glob(str(pattern))) or [pattern]
+        dirs = [d for d in sorted(glob.glob(str(pattern))) if Path(d).is_dir()] or [pattern]
         for d in map(Path, dirs):
             encs = sorted(d.glob("encoder-*.pt")) + sorted(d.glob("export/encoder-*.pt"))
             if not encs:
