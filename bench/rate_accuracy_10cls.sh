@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
-steps=${*:-reference baselines latent pixel table}
+steps=${*:-reference baselines latent table}  # pixel: run by hand, see README
 ref_dir=logs/reference/10cls
 ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }
 for step in $steps; do
