@@ -96,6 +96,7 @@ def evaluate(cfg: DictConfig) -> dict:
             f"classifier has {classifier.model.num_classes} classes but data.num_classes={datamodule.num_classes}"
         )
 
+    exports = codec_exports(list(cfg.codec_dirs or []))  # fail before the long baseline sweep
     rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels, cfg.batch_size)]
     usable = set(available_codecs())
     for name, settings in (cfg.baselines or {}).items():
@@ -107,7 +108,7 @@ def evaluate(cfg: DictConfig) -> dict:
             rows.append(evaluate_baseline(make_codec(name, setting), classifier, images, labels, cfg.batch_size))
             print(f"{rows[-1]['codec']:>16} {rows[-1]['setting']:>18}: {rows[-1]['bytes_per_image']:8.1f} B  top-1 {rows[-1]['top1']:.3f}")
 
-    for enc_path, dec_path in codec_exports(list(cfg.codec_dirs or [])):
+    for enc_path, dec_path in exports:
         encoder, meta = load_encoder(enc_path)
         decoder, _ = load_decoder(dec_path)
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size)
