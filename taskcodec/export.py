@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from taskcodec.errors import CheckpointError
-from taskcodec.models import CodecConfig, TaskCodec, read_checkpoint
+from taskcodec.models import CodecConfig, TaskCodec, read_checkpoint, strip_prefix
 
 EXPORT_VERSION = 1
 ENCODER_KIND, DECODER_KIND = "taskcodec-encoder", "taskcodec-decoder"
@@ -48,7 +48,7 @@ def codec_from_lightning(ckpt_path: str | os.PathLike) -> tuple[TaskCodec, dict]
             "export the .ckpt written by `python train.py` with model=joint"
         )
     config = CodecConfig(**{k: hp[k] for k in CONFIG_KEYS})
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = strip_prefix(ckpt["state_dict"], "model.")
     codec = TaskCodec(config)
     try:
         codec.load_state_dict(state)

@@ -274,6 +274,11 @@ class TaskCodec(CompressionModel):
         return main, aux
 
 
+def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries of a state dict under ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def read_checkpoint(path: str) -> dict:
     """``torch.load`` with ``weights_only=True``, turning every failure into a :class:`CheckpointError`."""
     try:
@@ -295,7 +300,7 @@ def load_reference_classifier(codec: TaskCodec, path: str) -> list[str]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds no state_dict; expected a reference classifier checkpoint")
     prefix = "classifier.model."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = strip_prefix(state, prefix)
     if not weights:
         raise CheckpointError(
             f"{path} has no '{prefix}*' weights; pass a checkpoint made by train.py experiment=reference"
@@ -326,8 +331,7 @@ def load_image_classifier(path: str) -> ImageClassifier:
     if "classifier" not in hp or "num_classes" not in hp or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a reference classifier checkpoint (train.py experiment=reference)")
     model = ImageClassifier(hp["classifier"], hp["num_classes"])
-    prefix = "classifier."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = strip_prefix(ckpt["state_dict"], "classifier.")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
