@@ -113,6 +113,8 @@ def evaluate(cfg: DictConfig) -> dict:
         decoder, _ = load_decoder(dec_path)
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size)
         row["setting"] = f"lmbda={meta.get('lmbda')}"
+        if meta.get("distill"):  # distilled runs are their own curve: taskcodec-latent+kd
+            row["codec"] += "+kd"
         rows.append(row)
         print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")
 

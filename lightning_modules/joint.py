@@ -1,7 +1,9 @@
 """Joint training of the codec and its classifier on rate + λ·cross-entropy (no distortion term).
 
 Rate is in bits per pixel of the input, CompressAI's convention: a larger ``lmbda`` buys accuracy
-with bits. Lightning's ``val`` stage is the hold-out split (model selection, estimated rate); the
+with bits. With ``distill > 0`` the task term becomes ``(1 - distill)·CE + distill·T²·KL``, where
+the KL is between the softened logits of the frozen reference classifier (on the uncompressed
+image) and the codec's (Hinton et al. 2015); it is still classification-only, no distortion term. Lightning's ``val`` stage is the hold-out split (model selection, estimated rate); the
 ``test`` stage is the reported split and codes every image for real (compress -> bytes ->
 decompress -> classify) on a CPU copy of the model.
 """
@@ -17,7 +19,13 @@ from torch import Tensor
 
 from lightning_modules.classifier import accuracy_metrics, warmup_cosine
 from taskcodec.errors import ConfigError
-from taskcodec.models import CodecConfig, TaskCodec, load_reference_classifier, resize_buffers_like
+from taskcodec.models import (
+    CodecConfig,
+    TaskCodec,
+    load_image_classifier,
+    load_reference_classifier,
+    resize_buffers_like,
+)
 
 
 class JointCodecModule(pl.LightningModule):
@@ -41,12 +49,20 @@ class JointCodecModule(pl.LightningModule):
         freeze_classifier: bool = False,
         label_smoothing: float = 0.0,
         grad_clip: float = 1.0,
+        distill: float = 0.0,
+        distill_temperature: float = 4.0,
     ) -> None:
         super().__init__()
         if lmbda <= 0:
             raise ConfigError(f"model.lmbda must be > 0 (the weight on cross-entropy), got {lmbda}")
         if freeze_classifier and not reference_ckpt:
             raise ConfigError("model.freeze_classifier=true needs model.reference_ckpt (a trained classifier)")
+        if not 0.0 <= distill <= 1.0:
+            raise ConfigError(f"model.distill must be in [0, 1] (the KL share of the task term), got {distill}")
+        if distill > 0 and not reference_ckpt:
+            raise ConfigError("model.distill > 0 needs model.reference_ckpt (the teacher classifier)")
+        if distill_temperature <= 0:
+            raise ConfigError(f"model.distill_temperature must be > 0, got {distill_temperature}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers: main, and CompressAI's aux (quantiles)
         self.model = TaskCodec(CodecConfig(N, M, num_stages, head, classifier, num_classes))
@@ -58,6 +74,9 @@ class JointCodecModule(pl.LightningModule):
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
         self._coder: TaskCodec | None = None
+        # The teacher is kept out of the module tree: it is not trained, checkpointed or exported.
+        teacher = load_image_classifier(reference_ckpt).requires_grad_(False) if distill > 0 else None
+        self.__dict__["_teacher"] = teacher
 
     def forward(self, x: Tensor) -> dict:
         return self.model(x)
@@ -70,10 +89,24 @@ class JointCodecModule(pl.LightningModule):
         epoch = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
         return min(1.0, epoch / warm)
 
-    def _losses(self, out: dict, x: Tensor, y: Tensor, rate_weight: float, smoothing: float) -> dict:
+    def _losses(self, out: dict, x: Tensor, y: Tensor, rate_weight: float, smoothing: float, teach: bool = False) -> dict:
         bpp = out["rate_bits"].mean() / (x.shape[-2] * x.shape[-1])
         ce = F.cross_entropy(out["logits"], y, label_smoothing=smoothing)
-        return {"bpp": bpp, "ce": ce, "loss": rate_weight * bpp + self.hparams.lmbda * ce}
+        losses = {"bpp": bpp, "ce": ce}
+        task = ce
+        if teach and self._teacher is not None:
+            a, t = self.hparams.distill, self.hparams.distill_temperature
+            with torch.no_grad():
+                soft = F.log_softmax(self._teacher(x) / t, dim=1)
+            kd = F.kl_div(F.log_softmax(out["logits"] / t, dim=1), soft, log_target=True, reduction="batchmean")
+            losses["kd"] = kd
+            task = (1 - a) * ce + a * t * t * kd
+        losses["loss"] = rate_weight * bpp + self.hparams.lmbda * task
+        return losses
+
+    def on_fit_start(self) -> None:
+        if self._teacher is not None:
+            self._teacher.to(self.device).eval()
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_classifier:  # keep the server model exactly as it is, BN statistics too
@@ -84,7 +117,7 @@ class JointCodecModule(pl.LightningModule):
         x, y = batch[0], batch[1]
         out = self(x)
         w = self._rate_weight(batch_idx)
-        losses = self._losses(out, x, y, w, self.hparams.label_smoothing)
+        losses = self._losses(out, x, y, w, self.hparams.label_smoothing, teach=True)
         aux_loss = self.model.aux_loss()
         opt.zero_grad()
         aux_opt.zero_grad()
@@ -120,7 +153,7 @@ class JointCodecModule(pl.LightningModule):
         with torch.no_grad():
             streams = self._coder.encode(x)
             decoded = self._coder.decode(streams)
-            est_bits = self._coder(x)["rate_bits"]
+            est_bits = self._coder.code_latents(x)["rate_bits"]
         nbytes = torch.tensor([len(s) for s in streams], dtype=torch.float32)
         self.test_metrics.update(decoded["logits"].to(self.device), y.to(self.device))
         n = len(y)

@@ -54,7 +54,7 @@ def codec_from_lightning(ckpt_path: str | os.PathLike) -> tuple[TaskCodec, dict]
         codec.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt_path}: weights do not match its own config: {e}") from e
-    meta = {k: hp[k] for k in ("lmbda",) if k in hp}
+    meta = {k: hp[k] for k in ("lmbda", "distill") if k in hp}
     return codec.eval(), meta
 
 

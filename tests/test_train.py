@@ -94,3 +94,54 @@ def test_ddp_two_processes_cpu(tmp_path) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=600)
     assert (tmp_path / "checkpoints" / "final.ckpt").is_file()
     assert list((tmp_path / "export").glob("decoder-*.pt"))
+
+
+def test_distillation_term(reference_ckpt, tmp_path) -> None:
+    """distill=a mixes (1-a)·CE with a·T²·KL to the frozen reference, which is never checkpointed."""
+    import torch.nn.functional as F
+
+    from taskcodec.errors import ConfigError
+    from taskcodec.models import load_image_classifier
+
+    module = JointCodecModule(N=8, M=8, num_classes=3, lmbda=2.0, reference_ckpt=reference_ckpt,
+                              distill=0.25, distill_temperature=3.0)  # fmt: skip
+    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    out = module(x)
+    losses = module._losses(out, x, y, 1.0, 0.0, teach=True)
+    with torch.no_grad():
+        teacher = load_image_classifier(reference_ckpt)(x)
+    kd = F.kl_div(F.log_softmax(out["logits"] / 3, 1), F.softmax(teacher / 3, 1), reduction="batchmean")
+    assert torch.allclose(losses["kd"], kd, atol=1e-6) and kd > 0
+    expected = losses["bpp"] + 2.0 * (0.75 * losses["ce"] + 0.25 * 9 * kd)
+    assert torch.allclose(losses["loss"], expected, atol=1e-5)
+    assert "kd" not in module._losses(out, x, y, 1.0, 0.0)  # validation: plain CE
+    assert not any("teacher" in k for k in module.state_dict())
+    with pytest.raises(ConfigError, match="reference_ckpt"):
+        JointCodecModule(N=8, M=8, num_classes=3, distill=0.5)
+    with pytest.raises(ConfigError, match="distill"):
+        JointCodecModule(N=8, M=8, num_classes=3, distill=1.5, reference_ckpt=reference_ckpt)
+
+
+def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
+    cfg = compose_cfg(
+        "train.yaml",
+        [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "trainer.limit_val_batches=1", "test=false", f"model.reference_ckpt={reference_ckpt}", "model.distill=0.5",
+         f"jpeg_table={tmp_path}/none.csv"],
+        tmp_path,
+    )  # fmt: skip
+    result = train(cfg)
+    assert "train/kd" in (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    state = torch.load(result["final_ckpt"], weights_only=True)["state_dict"]
+    assert all(k.startswith("model.") for k in state)
+    assert torch.load(result["encoder"], weights_only=True)["meta"] == {"lmbda": 1.0, "distill": 0.5}
+    # evaluate.py keeps distilled runs apart from plain ones: their own curve
+    from evaluate import evaluate
+
+    ev = compose_cfg(
+        "evaluate.yaml",
+        [*DATA, f"classifier_ckpt={reference_ckpt}", f"output_dir={tmp_path}/eval", "wandb.mode=disabled",
+         "baselines=null", f"codec_dirs=[{tmp_path}]"],
+        tmp_path,
+    )  # fmt: skip
+    assert [r["codec"] for r in evaluate(ev)["rows"]] == ["none", "taskcodec-latent+kd"]
