@@ -69,3 +69,20 @@ def test_headline_ratios() -> None:
     assert h["setting"] == "lmbda=1"  # cheapest within 1 point of the reference
     assert 10 < h["x_fewer_than_jpeg"] < 20  # JPEG frontier between q50 and q90 at top-1 0.695
     assert h["webp_bytes"] is None and h["x_fewer_than_best_webp_avif"] is None
+
+
+def test_headline_points_below_parity() -> None:
+    """Without parity there is still a per-setting comparison; no extrapolation below JPEG's range."""
+    rows = [
+        {"codec": "none", "setting": "raw", "bytes_per_image": 12288, "payload_bytes_per_image": 12288, "top1": 0.70},
+        {"codec": "jpeg", "setting": "q=10", "bytes_per_image": 500, "payload_bytes_per_image": 200, "top1": 0.50},
+        {"codec": "jpeg", "setting": "q=50", "bytes_per_image": 1000, "payload_bytes_per_image": 700, "top1": 0.60},
+        {"codec": "taskcodec-latent", "setting": "lmbda=1", "bytes_per_image": 250, "payload_bytes_per_image": 245, "top1": 0.60},
+        {"codec": "taskcodec-latent", "setting": "lmbda=0.1", "bytes_per_image": 100, "payload_bytes_per_image": 95, "top1": 0.30},
+    ]
+    h = headline(rows)["taskcodec-latent"]
+    assert h["reaches_parity"] is False and "x_fewer_than_jpeg" not in h
+    cheap, dear = h["points"]
+    assert cheap["setting"] == "lmbda=0.1" and cheap["jpeg_bytes"] is None  # below JPEG's measured range
+    assert dear["jpeg_bytes"] == pytest.approx(1000) and dear["x_fewer_than_jpeg"] == pytest.approx(4.0)
+    assert dear["jpeg_payload_bytes"] == pytest.approx(700)
