@@ -73,7 +73,8 @@ class ClassifierModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         metrics.update(logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=len(y))
-        self.log_dict(metrics, prog_bar=stage != "train", batch_size=len(y))
+        # update() leaves no per-step value, so accuracy is logged per epoch in every stage
+        self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def training_step(self, batch, batch_idx: int) -> Tensor:

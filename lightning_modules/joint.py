@@ -131,7 +131,8 @@ class JointCodecModule(pl.LightningModule):
         n = len(y)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=n)
         self.log_dict({"train/aux_loss": aux_loss, "train/rate_weight": w}, batch_size=n)
-        self.log_dict(self.train_metrics, batch_size=n)
+        # Metrics filled with update() have no per-step value; Lightning computes them per epoch.
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0], batch[1]

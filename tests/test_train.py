@@ -28,7 +28,7 @@ def test_fast_dev_run_default(cfg_train, tmp_path) -> None:
 def test_fit_logs_real_bytes_and_prints_jpeg_match(joint_run, capsys) -> None:
     assert joint_run["test/bytes_per_image"] > 0 and joint_run["test/est_bytes_per_image"] > 0
     metrics = (Path(joint_run["dir"]) / "csv" / "metrics.csv").read_text().splitlines()[0]
-    for key in ("train/loss", "train/bpp", "val/acc", "val/bpp", "test/acc", "test/bytes_per_image"):
+    for key in ("train/loss", "train/bpp", "train/acc", "val/acc", "val/bpp", "test/acc", "test/bytes_per_image"):
         assert key in metrics
 
 
@@ -145,3 +145,8 @@ def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
         tmp_path,
     )  # fmt: skip
     assert [r["codec"] for r in evaluate(ev)["rows"]] == ["none", "taskcodec-latent+kd"]
+
+
+def test_reference_logs_train_accuracy(reference_ckpt) -> None:
+    header = (Path(reference_ckpt).parents[1] / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/acc", "train/loss", "val/acc"} <= set(header)
