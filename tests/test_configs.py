@@ -54,7 +54,7 @@ def test_frozen_classifier_needs_reference(tmp_path) -> None:
 
 def test_evaluate_config_composes(tmp_path) -> None:
     cfg = compose_cfg("evaluate.yaml", [*DATA, "classifier_ckpt=x.ckpt"], tmp_path)
-    assert list(cfg.baselines.jpeg) == [5, 10, 20, 30, 50, 75, 90, 95]
+    assert list(cfg.baselines.jpeg) == [1, 3, 5, 10, 20, 30, 50, 75, 90, 95]
     hydra.utils.instantiate(cfg.data)
 
 
