@@ -69,17 +69,20 @@ def upper_hull(points: Sequence[Sequence[float]]) -> list[Point]:
     return frontier
 
 
-def bytes_at_accuracy(points: Sequence[Sequence[float]], target_top1: float) -> float | None:
+def bytes_at_accuracy(
+    points: Sequence[Sequence[float]], target_top1: float, strict: bool = False
+) -> float | None:
     """Fewest bytes/image that reach `target_top1` on the frontier, interpolating top1 in log(bytes).
 
-    If the cheapest frontier point already reaches the target its bytes are returned (an upper
-    bound: the curve is never extrapolated below the measured range). Returns None when no point
-    reaches the target, rather than extrapolating above it.
+    If the cheapest frontier point already exceeds the target its bytes are returned (an upper
+    bound: the curve is never extrapolated below the measured range), or None with ``strict``,
+    for ratios that a bound would overstate. Returns None when no point reaches the target,
+    rather than extrapolating above it.
     """
     target = _check_target(target_top1)
     frontier = upper_hull(points)
     if frontier[0][1] >= target:
-        return frontier[0][0]
+        return None if strict and frontier[0][1] > target else frontier[0][0]
     for (b0, a0), (b1, a1) in pairwise(frontier):
         if a1 >= target:
             t = (target - a0) / (a1 - a0)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from taskcodec.baselines import Codec
 from taskcodec.bitstream import pack_batch
-from taskcodec.curves import binomial_stderr, bytes_at_accuracy, upper_hull
+from taskcodec.curves import binomial_stderr, bytes_at_accuracy
 from taskcodec.models import TaskCodec
 
 COLUMNS = [
@@ -144,8 +144,7 @@ def compare_to_standard(point: dict, rows: list[dict]) -> dict:
     entry: dict = {}
     for name, codec, key in STANDARD:
         pts = [(r[key], r["top1"]) for r in rows if r["codec"] == codec]
-        in_range = pts and upper_hull(pts)[0][1] <= point["top1"]
-        b = bytes_at_accuracy(pts, point["top1"]) if in_range else None
+        b = bytes_at_accuracy(pts, point["top1"], strict=True) if pts else None
         entry[f"{name}_bytes"] = b
         entry[f"x_fewer_than_{name}"] = b / point["bytes_per_image"] if b else None
     others = [entry[f"{n}_bytes"] for n in ("webp", "avif") if entry.get(f"{n}_bytes")]

@@ -50,6 +50,13 @@ def test_bytes_at_accuracy_edges():
     assert bytes_at_accuracy([(50.0, 0.9)], 0.9) == 50.0
 
 
+def test_bytes_at_accuracy_strict_gives_no_bound_below_range():
+    assert bytes_at_accuracy(CURVE, 0.3, strict=True) is None
+    assert bytes_at_accuracy(CURVE, 0.5, strict=True) == 100.0  # the cheapest point itself is measured
+    assert bytes_at_accuracy(CURVE, 0.6, strict=True) == pytest.approx(math.sqrt(1e5))
+    assert bytes_at_accuracy(CURVE, 0.81, strict=True) is None
+
+
 def test_accuracy_at_bytes():
     assert accuracy_at_bytes(CURVE, math.sqrt(1e5)) == pytest.approx(0.6)
     assert accuracy_at_bytes(CURVE, 100.0) == pytest.approx(0.5)
