@@ -27,6 +27,7 @@ from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from taskcodec.baselines import DEFAULT_SWEEPS, available_codecs, make_codec  # noqa: E402
 from taskcodec.errors import CheckpointError, ConfigError  # noqa: E402
 from taskcodec.evaluation import (  # noqa: E402
+    add_paired,
     evaluate_baseline,
     evaluate_taskcodec,
     headline,
@@ -111,10 +112,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for enc_path, dec_path in exports:
         encoder, meta = load_encoder(enc_path)
         decoder, _ = load_decoder(dec_path)
-        row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size)
-        row["setting"] = f"lmbda={meta.get('lmbda')}"
-        if meta.get("distill"):  # distilled runs are their own curve: taskcodec-latent+kd
-            row["codec"] += "+kd"
+        row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size, meta)
         rows.append(row)
         print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")
 
@@ -124,6 +122,7 @@ def evaluate(cfg: DictConfig) -> dict:
         row["codec"] = f"{codec.name}+finetuned"
         rows.append(row)
 
+    add_paired(rows)
     csv_path, _ = write_table(rows, out_dir, "rate_accuracy")
     png = plot_rate_accuracy(rows, out_dir / "rate_accuracy.png", f"{datamodule.num_classes} classes, n={n}")
     head = headline(rows)

@@ -11,6 +11,7 @@ compose cfg -> instantiate datamodule, module, trainer -> fit -> test -> export 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
 from lightning_modules.joint import JointCodecModule  # noqa: E402
-from taskcodec.curves import bytes_at_accuracy  # noqa: E402
+from taskcodec.curves import bytes_at_accuracy, paired_difference  # noqa: E402
 from taskcodec.export import export_checkpoint  # noqa: E402
 
 
@@ -30,22 +31,33 @@ def instantiate_group(cfg: DictConfig | None) -> list:
     return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c and "_target_" in c]
 
 
-def jpeg_match(table: Path, top1: float) -> str:
-    """Which JPEG quality first reaches ``top1``, with its bytes, from an evaluate.py table."""
+def compare_with_table(table: Path, top1: float, nbytes: float, correct: list[bool] | None = None) -> list[str]:
+    """Lines comparing a run with an evaluate.py table of the same classes and test images.
+
+    The paired top-1 difference from the reference uses the table's per-image results (same
+    images, same order); JPEG's bytes at this top-1 are interpolated on its frontier, never
+    extrapolated.
+    """
     if not table.is_file():
-        return f"no JPEG table at {table}; run evaluate.py (see README) to compare against JPEG"
-    rows = [r for r in csv.DictReader(table.open()) if r["codec"] == "jpeg"]
-    rows.sort(key=lambda r: float(r["bytes_per_image"]))
-    reached = [r for r in rows if float(r["top1"]) >= top1]
-    if not reached:
-        best = rows[-1] if rows else None
-        return "no JPEG setting reaches this top-1" + (f" (best: {best['setting']}, top-1 {float(best['top1']):.3f})" if best else "")
-    r = reached[0]
-    interp = bytes_at_accuracy([(float(x["bytes_per_image"]), float(x["top1"])) for x in rows], top1)
-    return (
-        f"JPEG {r['setting']} is the cheapest setting reaching it: {float(r['bytes_per_image']):.0f} B/image "
-        f"(top-1 {float(r['top1']):.3f}); interpolated JPEG bytes at this top-1: {interp:.0f}"
-    )
+        return [f"no reference table at {table}; run evaluate.py (see README) to compare against the reference and JPEG"]
+    rows = list(csv.DictReader(table.open()))
+    lines = []
+    per_image = table.with_name(table.stem + "_per_image.json")
+    if correct is not None and per_image.is_file():
+        ref = json.loads(per_image.read_text()).get("none|raw", "")
+        if len(ref) == len(correct):
+            d = paired_difference(correct, [c == "1" for c in ref])
+            lo, hi = d["bootstrap_ci95"]
+            lines.append(f"paired top-1 difference from the reference: {100 * d['diff']:+.1f} pt (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, n={d['n']})")
+        else:
+            lines.append(f"{per_image} has {len(ref)} reference images, this run {len(correct)}: no paired difference")
+    jpeg = [(float(r["bytes_per_image"]), float(r["top1"])) for r in rows if r["codec"] == "jpeg"]
+    b = bytes_at_accuracy(jpeg, top1, strict=True) if jpeg else None
+    if b is None:
+        lines.append("JPEG's measured range does not contain this top-1: no ratio")
+    else:
+        lines.append(f"JPEG file bytes at this top-1: {b:.0f} B/image, {b / nbytes:.1f}x more than taskcodec")
+    return lines
 
 
 def train(cfg: DictConfig) -> dict:
@@ -81,7 +93,8 @@ def train(cfg: DictConfig) -> dict:
                 f"real bytes/image {result['test/bytes_per_image']:.1f} "
                 f"(estimated {result['test/est_bytes_per_image']:.1f})"
             )
-            lines.append(jpeg_match(Path(cfg.jpeg_table), result["test/acc"]))
+            correct = getattr(model, "test_correct", None) or None
+            lines += compare_with_table(Path(cfg.reference_table), result["test/acc"], result["test/bytes_per_image"], correct)
         print("\n".join(["", "== taskcodec result (official val split) ==", *lines, f"outputs: {out_dir}"]))
     return result
 

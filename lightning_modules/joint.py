@@ -1,11 +1,12 @@
-"""Joint training of the codec and its classifier on rate + λ·cross-entropy (no distortion term).
+"""Joint training of a codec family and its classifier on rate + λ·task (no distortion term).
 
-Rate is in bits per pixel of the input, CompressAI's convention: a larger ``lmbda`` buys accuracy
-with bits. With ``distill > 0`` the task term becomes ``(1 - distill)·CE + distill·T²·KL``, where
-the KL is between the softened logits of the frozen reference classifier (on the uncompressed
-image) and the codec's (Hinton et al. 2015); it is still classification-only, no distortion term. Lightning's ``val`` stage is the hold-out split (model selection, estimated rate); the
-``test`` stage is the reported split and codes every image for real (compress -> bytes ->
-decompress -> classify) on a CPU copy of the model.
+The codec is any registered family (``taskcodec.models``), passed in as a built module (the config
+gives it as a nested ``_target_``). The loss is :class:`taskcodec.losses.RateTaskLoss`. Lightning's
+``val`` stage is the hold-out split (model selection, estimated rate); the ``test`` stage is the
+reported split and codes every image for real (compress -> bytes -> decode -> classify) on a CPU
+copy of the codec, through the same :func:`taskcodec.evaluation.code_and_classify` as
+``evaluate.py``. Checkpoints carry the codec as a plain ``{family, config, state_dict, meta}``
+payload, which is all ``taskcodec export`` reads.
 """
 
 from __future__ import annotations
@@ -14,31 +15,26 @@ import copy
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_modules.classifier import accuracy_metrics, warmup_cosine
 from taskcodec.errors import ConfigError
-from taskcodec.models import (
-    CodecConfig,
-    TaskCodec,
-    load_image_classifier,
-    load_reference_classifier,
-    resize_buffers_like,
-)
+from taskcodec.evaluation import code_and_classify
+from taskcodec.export import PAYLOAD_KEY, codec_payload
+from taskcodec.losses import RateTaskLoss
+from taskcodec.models import TaskCodecBase, load_image_classifier
+
+#: model.freeze -> which reference parts stay fixed: the client's (a split codec's front stages,
+#: so the client is the reference's own first stages and backward stops at the bottleneck), or all
+FREEZE = {"none": None, "client": "encoder", "all": "both"}
 
 
 class JointCodecModule(pl.LightningModule):
-    """CompressAI scale hyperprior + timm classifier trained end to end on R + λ·CE."""
+    """A codec family trained end to end on R + λ·task, with CompressAI's aux optimiser."""
 
     def __init__(
         self,
-        head: str = "latent",
-        N: int = 64,
-        M: int = 96,
-        num_stages: int = 2,
-        classifier: str = "resnet18",
-        num_classes: int = 10,
+        codec: TaskCodecBase,
         lmbda: float = 1.0,
         lr: float = 1e-3,
         classifier_lr: float | None = None,
@@ -46,40 +42,42 @@ class JointCodecModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         rate_warmup_epochs: float = 1.0,
         reference_ckpt: str | None = None,
-        freeze_classifier: bool = False,
+        freeze: str = "none",
         label_smoothing: float = 0.0,
         grad_clip: float = 1.0,
         distill: float = 0.0,
         distill_temperature: float = 4.0,
     ) -> None:
         super().__init__()
-        if lmbda <= 0:
-            raise ConfigError(f"model.lmbda must be > 0 (the weight on cross-entropy), got {lmbda}")
-        if freeze_classifier and not reference_ckpt:
-            raise ConfigError("model.freeze_classifier=true needs model.reference_ckpt (a trained classifier)")
-        if not 0.0 <= distill <= 1.0:
-            raise ConfigError(f"model.distill must be in [0, 1] (the KL share of the task term), got {distill}")
+        if not isinstance(codec, TaskCodecBase):
+            raise ConfigError(f"model.codec must build a taskcodec codec family, got {type(codec).__name__}")
+        if freeze not in FREEZE:
+            raise ConfigError(f"model.freeze must be one of {sorted(FREEZE)}, got {freeze!r}")
+        if freeze != "none" and not reference_ckpt:
+            raise ConfigError(f"model.freeze={freeze} needs model.reference_ckpt (a trained classifier)")
         if distill > 0 and not reference_ckpt:
             raise ConfigError("model.distill > 0 needs model.reference_ckpt (the teacher classifier)")
-        if distill_temperature <= 0:
-            raise ConfigError(f"model.distill_temperature must be > 0, got {distill_temperature}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["codec"])
+        self.hparams.update(codec_family=codec.family, codec_config=dict(codec.config))
         self.automatic_optimization = False  # two optimisers: main, and CompressAI's aux (quantiles)
-        self.model = TaskCodec(CodecConfig(N, M, num_stages, head, classifier, num_classes))
+        self.loss = RateTaskLoss(lmbda, distill, distill_temperature)
+        self.codec = codec
         if reference_ckpt:
-            load_reference_classifier(self.model, reference_ckpt)
-        if freeze_classifier:
-            self.model.classifier.requires_grad_(False)
-        self.train_metrics = accuracy_metrics(num_classes, "train/")
-        self.val_metrics = accuracy_metrics(num_classes, "val/")
-        self.test_metrics = accuracy_metrics(num_classes, "test/")
-        self._coder: TaskCodec | None = None
+            codec.init_from_reference(reference_ckpt)
+        for p in codec.reference_parameters(FREEZE[freeze]) if freeze != "none" else []:
+            p.requires_grad_(False)
+        n = int(codec.config["num_classes"])
+        self.train_metrics = accuracy_metrics(n, "train/")
+        self.val_metrics = accuracy_metrics(n, "val/")
+        self.test_metrics = accuracy_metrics(n, "test/")
+        self._coder: TaskCodecBase | None = None
+        self.test_correct: list[bool] = []
+        self.class_meta: dict[str, list[str]] = {}  # class ids and names, stored in exports for the CLI
         # The teacher is kept out of the module tree: it is not trained, checkpointed or exported.
-        teacher = load_image_classifier(reference_ckpt).requires_grad_(False) if distill > 0 else None
-        self.__dict__["_teacher"] = teacher
+        self.__dict__["_teacher"] = load_image_classifier(reference_ckpt).requires_grad_(False) if distill > 0 else None
 
     def forward(self, x: Tensor) -> dict:
-        return self.model(x)
+        return self.codec(x)
 
     def _rate_weight(self, batch_idx: int) -> float:
         """Ramp the rate term from 0 to 1 so the codec does not collapse to sending nothing."""
@@ -89,36 +87,28 @@ class JointCodecModule(pl.LightningModule):
         epoch = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
         return min(1.0, epoch / warm)
 
-    def _losses(self, out: dict, x: Tensor, y: Tensor, rate_weight: float, smoothing: float, teach: bool = False) -> dict:
-        bpp = out["rate_bits"].mean() / (x.shape[-2] * x.shape[-1])
-        ce = F.cross_entropy(out["logits"], y, label_smoothing=smoothing)
-        losses = {"bpp": bpp, "ce": ce}
-        task = ce
-        if teach and self._teacher is not None:
-            a, t = self.hparams.distill, self.hparams.distill_temperature
-            with torch.no_grad():
-                soft = F.log_softmax(self._teacher(x) / t, dim=1)
-            kd = F.kl_div(F.log_softmax(out["logits"] / t, dim=1), soft, log_target=True, reduction="batchmean")
-            losses["kd"] = kd
-            task = (1 - a) * ce + a * t * t * kd
-        losses["loss"] = rate_weight * bpp + self.hparams.lmbda * task
-        return losses
-
     def on_fit_start(self) -> None:
         if self._teacher is not None:
             self._teacher.to(self.device).eval()
+        dm = self.trainer.datamodule
+        self.class_meta = {k: list(getattr(dm, k)) for k in ("class_names", "class_words") if getattr(dm, k, None)}
 
     def on_train_epoch_start(self) -> None:
-        if self.hparams.freeze_classifier:  # keep the server model exactly as it is, BN statistics too
-            self.model.classifier.eval()
+        if self.hparams.freeze != "none":  # keep the frozen reference parts exactly as they are, BN statistics too
+            for m in self.codec.reference_modules(FREEZE[self.hparams.freeze]):
+                m.eval()
 
     def training_step(self, batch, batch_idx: int) -> None:
         opt, aux_opt = self.optimizers()
         x, y = batch[0], batch[1]
         out = self(x)
         w = self._rate_weight(batch_idx)
-        losses = self._losses(out, x, y, w, self.hparams.label_smoothing, teach=True)
-        aux_loss = self.model.aux_loss()
+        teacher = None
+        if self._teacher is not None:
+            with torch.no_grad():
+                teacher = self._teacher(x)
+        losses = self.loss(out, y, x.shape[-2] * x.shape[-1], teacher, w, self.hparams.label_smoothing)
+        aux_loss = self.codec.aux_loss()
         opt.zero_grad()
         aux_opt.zero_grad()
         # One backward for both: the aux loss only touches the quantiles, which only aux_opt steps.
@@ -137,7 +127,7 @@ class JointCodecModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
         out = self(x)
-        losses = self._losses(out, x, y, 1.0, 0.0)
+        losses = self.loss(out, y, x.shape[-2] * x.shape[-1])
         self.val_metrics.update(out["logits"], y)
         n = len(y)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=n)
@@ -146,22 +136,22 @@ class JointCodecModule(pl.LightningModule):
 
     # -- real coding on the reported split --------------------------------------------------
     def on_test_start(self) -> None:
-        self._coder = copy.deepcopy(self.model).cpu().eval()
+        self._coder = copy.deepcopy(self.codec).cpu().eval()
         self._coder.update(force=True)
+        self.test_correct = []
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0].cpu(), batch[1].cpu()
-        with torch.no_grad():
-            streams = self._coder.encode(x)
-            decoded = self._coder.decode(streams)
-            est_bits = self._coder.code_latents(x)["rate_bits"]
-        nbytes = torch.tensor([len(s) for s in streams], dtype=torch.float32)
-        self.test_metrics.update(decoded["logits"].to(self.device), y.to(self.device))
+        res = code_and_classify(self._coder, self._coder, x)
+        self.test_correct += (res["logits"].argmax(1) == y).tolist()
+        self.test_metrics.update(res["logits"].to(self.device), y.to(self.device))
         n = len(y)
+        nbytes = torch.tensor(res["record_bytes"], dtype=torch.float32)
         self.log_dict(
             {
                 "test/bytes_per_image": nbytes.mean(),
-                "test/est_bytes_per_image": est_bits.mean() / 8,
+                "test/payload_bytes_per_image": torch.tensor(res["payload_bytes"], dtype=torch.float32).mean(),
+                "test/est_bytes_per_image": res["est_bits"].mean() / 8,
                 "test/bpp": nbytes.mean() * 8 / (x.shape[-2] * x.shape[-1]),
             },
             batch_size=n,
@@ -174,13 +164,12 @@ class JointCodecModule(pl.LightningModule):
     # -- optimisation and checkpoints --------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        main, aux = self.model.main_and_aux_parameters()
-        cls_ids = {id(p) for p in self.model.classifier.parameters()}
-        codec_params = [p for p in main if id(p) not in cls_ids]
-        cls_params = [p for p in main if id(p) in cls_ids]
-        groups = [{"params": codec_params, "lr": hp.lr}]
-        if cls_params:
-            groups.append({"params": cls_params, "lr": hp.classifier_lr or hp.lr})
+        main, aux = self.codec.main_and_aux_parameters()
+        ref_ids = {id(p) for p in self.codec.reference_parameters()}
+        groups = [{"params": [p for p in main if id(p) not in ref_ids], "lr": hp.lr}]
+        ref_params = [p for p in main if id(p) in ref_ids]
+        if ref_params:
+            groups.append({"params": ref_params, "lr": hp.classifier_lr or hp.lr})
         opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         aux_opt = torch.optim.Adam(aux, lr=hp.aux_lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -188,7 +177,7 @@ class JointCodecModule(pl.LightningModule):
         sched = warmup_cosine(opt, total, max(1, int(0.3 * per_epoch)))
         return [opt, aux_opt], [sched]
 
-    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
-        """Resize CompressAI's CDF buffers first: their size depends on whether update() ran."""
-        resize_buffers_like(self, state_dict)
-        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        meta = {"lmbda": self.hparams.lmbda, "distill": self.hparams.distill}
+        meta.update(self.class_meta)
+        checkpoint[PAYLOAD_KEY] = codec_payload(self.codec, meta)

@@ -25,7 +25,7 @@ DATA = [
     "data.batch_size=4",
     "data.num_workers=0",
 ]
-TINY_CODEC = ["model.N=8", "model.M=8"]
+TINY_CODEC = ["model.codec.M=8", "model.codec.N=16"]
 CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
 
 
@@ -46,7 +46,7 @@ def cfg_train(tmp_path: Path) -> DictConfig:
     return compose_cfg(
         "train.yaml",
         [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=1", "trainer.limit_test_batches=2", f"jpeg_table={tmp_path}/none.csv"],
+         "trainer.limit_val_batches=1", "trainer.limit_test_batches=2", f"reference_table={tmp_path}/none.csv"],
         tmp_path,
     )  # fmt: skip
 
@@ -75,7 +75,7 @@ def joint_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg = compose_cfg(
         "train.yaml",
         [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", f"jpeg_table={tmp}/none.csv"],
+         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", f"reference_table={tmp}/none.csv"],
         tmp,
     )  # fmt: skip
     return {**train(cfg), "dir": str(tmp)}

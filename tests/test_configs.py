@@ -14,7 +14,16 @@ from taskcodec.errors import ConfigError
 
 def model_kwargs(cfg) -> dict:
     """The model config's arguments, to call the class directly (Hydra would wrap its errors)."""
-    return {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    kwargs["codec"] = hydra.utils.instantiate(cfg.model.codec)
+    return kwargs
+
+
+@pytest.mark.parametrize("codec", ["split", "hyperprior"])
+def test_codec_configs_instantiate(codec: str, tmp_path) -> None:
+    cfg = compose_cfg("train.yaml", [*DATA, f"model/codec={codec}"], tmp_path)
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.codec.family == codec and module.codec.config["num_classes"] == 3
 
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
@@ -43,11 +52,11 @@ def test_experiments_instantiate(experiment: str, reference_ckpt: str, tmp_path)
     if "reference_ckpt" in cfg.model:
         cfg.model.reference_ckpt = reference_ckpt
     module = hydra.utils.instantiate(cfg.model)
-    assert module.hparams.num_classes == 3
+    assert int(module.hparams.get("num_classes", module.hparams.get("codec_config", {}).get("num_classes"))) == 3
 
 
 def test_frozen_classifier_needs_reference(tmp_path) -> None:
-    cfg = compose_cfg("train.yaml", [*DATA, "model.head=pixel", "model.freeze_classifier=true"], tmp_path)
+    cfg = compose_cfg("train.yaml", [*DATA, "model/codec=hyperprior", "model.codec.head=pixel", "model.freeze=all"], tmp_path)
     with pytest.raises(ConfigError, match="reference_ckpt"):
         JointCodecModule(**model_kwargs(cfg))
 

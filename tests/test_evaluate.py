@@ -25,13 +25,17 @@ def cfg_eval(tmp_path, reference_ckpt, *extra):
 def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> None:
     out = evaluate(cfg_eval(tmp_path, reference_ckpt, f"codec_dirs=[{joint_run['dir']}]"))
     rows = out["rows"]
-    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "taskcodec-latent"]
+    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "taskcodec-split-layer3-factorized"]
     assert rows[0]["bytes_per_image"] == 64 * 64 * 3 and rows[0]["n"] == 6
     jpeg10, jpeg75 = rows[1], rows[2]
     assert jpeg10["bytes_per_image"] < jpeg75["bytes_per_image"]
     assert jpeg10["payload_bytes_per_image"] < jpeg10["bytes_per_image"]
     codec = rows[-1]
-    assert codec["setting"] == "lmbda=1.0" and codec["est_bytes_per_image"] > 0
+    assert codec["setting"] == "lmbda=0.03" and codec["est_bytes_per_image"] > 0
+    assert codec["diff_vs_ref"] == pytest.approx(codec["top1"] - rows[0]["top1"])  # paired, same images
+    assert codec["diff_ci95_lo"] <= codec["diff_vs_ref"] <= codec["diff_ci95_hi"]
+    per_image = json.loads((tmp_path / "rate_accuracy_per_image.json").read_text())
+    assert len(per_image["none|raw"]) == 6
     assert codec["payload_bytes_per_image"] < codec["bytes_per_image"]
     header = (tmp_path / "rate_accuracy.csv").read_text().splitlines()[0].split(",")
     assert header == COLUMNS

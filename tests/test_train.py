@@ -21,7 +21,8 @@ def test_fast_dev_run_default(cfg_train, tmp_path) -> None:
         cfg_train.trainer.fast_dev_run = True
     result = train(cfg_train)
     assert 0 <= result["test/acc"] <= 1
-    assert result["test/bytes_per_image"] > 4  # real streams: header + z + y bytes
+    assert result["test/bytes_per_image"] >= 1  # real records: the size byte + the range-coded payload
+    assert result["test/payload_bytes_per_image"] == result["test/bytes_per_image"] - 1  # 64x64: 1 header byte
     assert Path(result["encoder"]).is_file() and Path(result["decoder"]).is_file()
 
 
@@ -32,14 +33,17 @@ def test_fit_logs_real_bytes_and_prints_jpeg_match(joint_run, capsys) -> None:
         assert key in metrics
 
 
-def test_jpeg_match_reads_table(tmp_path) -> None:
-    from train import jpeg_match
+def test_compare_with_table(tmp_path) -> None:
+    from train import compare_with_table
 
     table = tmp_path / "t.csv"
-    table.write_text("codec,setting,bytes_per_image,top1\njpeg,q=10,500,0.40\njpeg,q=50,1200,0.60\njpeg,q=90,2000,0.70\n")
-    assert "q=50" in jpeg_match(table, 0.55) and "1200" in jpeg_match(table, 0.55)
-    assert "no JPEG setting reaches" in jpeg_match(table, 0.9)
-    assert "no JPEG table" in jpeg_match(tmp_path / "missing.csv", 0.5)
+    table.write_text("codec,setting,bytes_per_image,top1\nnone,raw,12288,0.75\njpeg,q=10,500,0.40\njpeg,q=50,1200,0.60\njpeg,q=90,2000,0.70\n")
+    (tmp_path / "t_per_image.json").write_text('{"none|raw": "1110"}')
+    lines = compare_with_table(table, 0.60, 100.0, [True, True, False, False])
+    assert lines[0].startswith("paired top-1 difference from the reference: -25.0 pt")
+    assert "1200 B/image, 12.0x more" in lines[1]
+    assert "no ratio" in compare_with_table(table, 0.9, 100.0)[0]
+    assert "no reference table" in compare_with_table(tmp_path / "missing.csv", 0.5, 1.0)[0]
 
 
 def test_resume_from_checkpoint(cfg_train, tmp_path) -> None:
@@ -60,16 +64,13 @@ def test_resume_from_checkpoint(cfg_train, tmp_path) -> None:
     assert {r["epoch"] for r in rows} == {"1"}  # epoch 0 was restored, not trained again
 
 
-def test_checkpoint_loads_after_cdf_update(cfg_train, tmp_path) -> None:
-    """CompressAI's CDF buffers change size on update(); checkpoints must load either way."""
-    import hydra
-
-    module: JointCodecModule = hydra.utils.instantiate(cfg_train.model)
-    module.model.update(force=True)
-    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": "2.6.0"}
-    torch.save(state, tmp_path / "updated.ckpt")
-    loaded = JointCodecModule.load_from_checkpoint(tmp_path / "updated.ckpt")
-    assert torch.equal(loaded.model.gaussian_conditional._quantized_cdf, module.model.gaussian_conditional._quantized_cdf)
+def test_checkpoint_payload_is_plain(joint_run) -> None:
+    """The checkpoint carries {family, config, state_dict, meta}; export reads only that."""
+    ckpt = torch.load(joint_run["final_ckpt"], weights_only=True)
+    payload = ckpt["taskcodec"]
+    assert payload["family"] == "split" and payload["config"]["M"] == 8
+    assert set(payload["state_dict"]) == {k[len("codec."):] for k in ckpt["state_dict"]}
+    assert payload["meta"]["lmbda"] == 0.03
 
 
 def test_sweep_config_multirun(reference_ckpt, tmp_path) -> None:
@@ -77,7 +78,7 @@ def test_sweep_config_multirun(reference_ckpt, tmp_path) -> None:
     cmd = [sys.executable, str(ROOT / "train.py"), "experiment=lambda_sweep", "model.lmbda=0.5,2",
            f"model.reference_ckpt={reference_ckpt}",
            *DATA, *TINY_CODEC, *CPU, "logger=csv", "debug=fast", f"paths.log_dir={tmp_path}",
-           f"jpeg_table={tmp_path}/none.csv"]  # fmt: skip
+           f"reference_table={tmp_path}/none.csv"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     exports = sorted(tmp_path.glob("lambda_sweep/multiruns/*/*/export/encoder-*.pt"))
     assert len(exports) == 2
@@ -90,7 +91,7 @@ def test_ddp_two_processes_cpu(tmp_path) -> None:
     cmd = [sys.executable, str(ROOT / "train.py"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
            "trainer.sync_batchnorm=false", *DATA, *TINY_CODEC, "logger=csv", "trainer.max_epochs=1",
            "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "test=false",
-           f"hydra.run.dir={tmp_path}", f"jpeg_table={tmp_path}/none.csv"]  # fmt: skip
+           f"hydra.run.dir={tmp_path}", f"reference_table={tmp_path}/none.csv"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=600)
     assert (tmp_path / "checkpoints" / "final.ckpt").is_file()
     assert list((tmp_path / "export").glob("decoder-*.pt"))
@@ -101,25 +102,27 @@ def test_distillation_term(reference_ckpt, tmp_path) -> None:
     import torch.nn.functional as F
 
     from taskcodec.errors import ConfigError
-    from taskcodec.models import load_image_classifier
+    from taskcodec.models import create_codec, load_image_classifier
 
-    module = JointCodecModule(N=8, M=8, num_classes=3, lmbda=2.0, reference_ckpt=reference_ckpt,
-                              distill=0.25, distill_temperature=3.0)  # fmt: skip
+    def codec():
+        return create_codec("split", M=8, N=16, num_classes=3)
+
+    module = JointCodecModule(codec(), lmbda=2.0, reference_ckpt=reference_ckpt, distill=0.25, distill_temperature=3.0)
     x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
     out = module(x)
-    losses = module._losses(out, x, y, 1.0, 0.0, teach=True)
     with torch.no_grad():
         teacher = load_image_classifier(reference_ckpt)(x)
+    losses = module.loss(out, y, 64 * 64, teacher)
     kd = F.kl_div(F.log_softmax(out["logits"] / 3, 1), F.softmax(teacher / 3, 1), reduction="batchmean")
     assert torch.allclose(losses["kd"], kd, atol=1e-6) and kd > 0
-    expected = losses["bpp"] + 2.0 * (0.75 * losses["ce"] + 0.25 * 9 * kd)
+    expected = out["rate_bits"].mean() / 4096 + 2.0 * (0.75 * losses["ce"] + 0.25 * 9 * kd)
     assert torch.allclose(losses["loss"], expected, atol=1e-5)
-    assert "kd" not in module._losses(out, x, y, 1.0, 0.0)  # validation: plain CE
+    assert "kd" not in module.loss(out, y, 64 * 64)  # validation: plain CE
     assert not any("teacher" in k for k in module.state_dict())
     with pytest.raises(ConfigError, match="reference_ckpt"):
-        JointCodecModule(N=8, M=8, num_classes=3, distill=0.5)
+        JointCodecModule(codec(), distill=0.5)
     with pytest.raises(ConfigError, match="distill"):
-        JointCodecModule(N=8, M=8, num_classes=3, distill=1.5, reference_ckpt=reference_ckpt)
+        JointCodecModule(codec(), distill=1.5, reference_ckpt=reference_ckpt)
 
 
 def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
@@ -127,14 +130,15 @@ def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
         "train.yaml",
         [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.limit_val_batches=1", "test=false", f"model.reference_ckpt={reference_ckpt}", "model.distill=0.5",
-         f"jpeg_table={tmp_path}/none.csv"],
+         f"reference_table={tmp_path}/none.csv"],
         tmp_path,
     )  # fmt: skip
     result = train(cfg)
     assert "train/kd" in (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     state = torch.load(result["final_ckpt"], weights_only=True)["state_dict"]
-    assert all(k.startswith("model.") for k in state)
-    assert torch.load(result["encoder"], weights_only=True)["meta"] == {"lmbda": 1.0, "distill": 0.5}
+    assert all(k.startswith("codec.") for k in state)
+    meta = torch.load(result["encoder"], weights_only=True)["meta"]
+    assert meta["lmbda"] == 0.03 and meta["distill"] == 0.5 and len(meta["class_names"]) == 3
     # evaluate.py keeps distilled runs apart from plain ones: their own curve
     from evaluate import evaluate
 
@@ -144,7 +148,7 @@ def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
          "baselines=null", f"codec_dirs=[{tmp_path}]"],
         tmp_path,
     )  # fmt: skip
-    assert [r["codec"] for r in evaluate(ev)["rows"]] == ["none", "taskcodec-latent+kd"]
+    assert [r["codec"] for r in evaluate(ev)["rows"]] == ["none", "taskcodec-split-layer3-factorized+kd"]
 
 
 def test_reference_logs_train_accuracy(reference_ckpt) -> None:

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The split codec on the first 10 classes of tiny-imagenet-100 (CPU): λ sweeps at every split
+# point, the two entropy models at layer3, and one table with every baseline and paired statistics.
+# Usage: bash bench/split_10cls.sh [step...]
+#   steps: reference layer1 layer2 layer3 layer4 layer3_hyper table   (default: all, in that order)
+# Each split point's latent is 4x4 (layer4: 2x2); the client's reference stages are frozen
+# (model.freeze=client), so the client is the reference's own first stages and only the
+# bottleneck and the server's stages train. THREADS=1 runs each job on one core.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+export OMP_NUM_THREADS=${THREADS:-2}
+steps=${*:-reference layer1 layer2 layer3 layer4 layer3_hyper table}
+ref_dir=logs/reference/10cls
+ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }
+sweep() {  # name, then overrides
+  local name=$1; shift
+  $PY train.py experiment=split_sweep model.reference_ckpt="$(ref_ckpt)" model.freeze=client logger=csv \
+    trainer.enable_progress_bar=false hydra.sweep.dir=logs/split_sweep/10cls/$name "$@"
+}
+for step in $steps; do
+  case $step in
+    reference) $PY train.py experiment=reference hydra.run.dir=$ref_dir ;;
+    layer1) sweep layer1 model.codec.split=layer1 model.codec.downsample=2 ;;
+    layer2) sweep layer2 model.codec.split=layer2 model.codec.downsample=1 ;;
+    layer3) sweep layer3 model.codec.split=layer3 ;;
+    layer4) sweep layer4 model.codec.split=layer4 ;;
+    layer3_hyper) sweep layer3_hyper model.codec.split=layer3 model.codec.entropy=hyperprior ;;
+    table) $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/split_sweep/10cls/*/*]" \
+             output_dir=results/split_10cls ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
