@@ -15,6 +15,7 @@ import copy
 
 import pytorch_lightning as pl
 import torch
+from compressai.entropy_models import EntropyBottleneck
 from torch import Tensor
 
 from lightning_modules.classifier import accuracy_metrics, warmup_cosine
@@ -39,6 +40,7 @@ class JointCodecModule(pl.LightningModule):
         lr: float = 1e-3,
         classifier_lr: float | None = None,
         aux_lr: float = 1e-3,
+        entropy_lr: float | None = None,
         weight_decay: float = 1e-4,
         rate_warmup_epochs: float = 1.0,
         reference_ckpt: str | None = None,
@@ -166,10 +168,14 @@ class JointCodecModule(pl.LightningModule):
         hp = self.hparams
         main, aux = self.codec.main_and_aux_parameters()
         ref_ids = {id(p) for p in self.codec.reference_parameters()}
-        groups = [{"params": [p for p in main if id(p) not in ref_ids], "lr": hp.lr}]
-        ref_params = [p for p in main if id(p) in ref_ids]
-        if ref_params:
-            groups.append({"params": ref_params, "lr": hp.classifier_lr or hp.lr})
+        # The learned densities start broad and must become peaked within a few hundred steps on a
+        # CPU budget; at the codec's lr they barely move, so they get their own (larger) rate.
+        density_ids = {id(p) for m in self.codec.modules() if isinstance(m, EntropyBottleneck) for p in m.parameters()}
+        groups = [{"params": [p for p in main if id(p) not in ref_ids | density_ids], "lr": hp.lr}]
+        for ids, lr in ((ref_ids, hp.classifier_lr), (density_ids, hp.entropy_lr)):
+            params = [p for p in main if id(p) in ids]
+            if params:
+                groups.append({"params": params, "lr": lr or hp.lr})
         opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         aux_opt = torch.optim.Adam(aux, lr=hp.aux_lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
