@@ -123,3 +123,20 @@ def test_bad_targets_raise_config_error():
         bytes_at_accuracy(CURVE, 70)
     with pytest.raises(ConfigError):
         accuracy_at_bytes(CURVE, 0)
+
+
+def test_paired_difference_mcnemar_and_bootstrap():
+    from taskcodec.curves import paired_difference
+
+    ref = [True] * 60 + [False] * 40
+    same = paired_difference(ref, ref)
+    assert same["diff"] == 0 and same["se"] == 0 and same["bootstrap_ci95"] == [0.0, 0.0]
+    # the codec loses 6 images the reference got and wins 2 it missed: -4 points
+    codec = [False] * 6 + [True] * 54 + [True] * 2 + [False] * 38
+    d = paired_difference(codec, ref)
+    assert d["diff"] == pytest.approx(-0.04) and (d["only_codec_right"], d["only_reference_right"]) == (2, 6)
+    assert d["se"] == pytest.approx(math.sqrt(8 - 16 / 100) / 100)
+    lo, hi = d["bootstrap_ci95"]
+    assert lo < -0.04 < hi and hi - lo < 0.12  # far tighter than two unpaired ±2*sqrt(p(1-p)/n)
+    with pytest.raises(ConfigError):
+        paired_difference([True], [True, False])
