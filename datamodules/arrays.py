@@ -6,13 +6,11 @@ Small images (64x64 is 12 kB) are decoded once at ``setup()`` instead of on ever
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -20,9 +18,9 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from taskcodec.errors import ConfigError, DataError
+from taskcodec.io import read_rgb
 
 PROGRESS_MIN_IMAGES = 2000  # show a progress bar only when decoding more images than this
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class ArrayImageDataset(Dataset):
@@ -116,57 +114,16 @@ def progress(items: Sequence, desc: str) -> Iterable:
 
 
 def decode_rgb(data: bytes, name: str, size: tuple[int, int] | None = None, crop: bool = True) -> np.ndarray:
-    """Decode image bytes of any Pillow-readable format and mode to uint8 H x W x 3 RGB.
+    """Decode image bytes to uint8 H x W x 3 RGB through :func:`taskcodec.io.read_rgb` (the one decoder).
 
-    Grayscale, palette, CMYK and 16-bit images become RGB; alpha is dropped (as torchvision's
-    ImageFolder does). ``size`` is (height, width): with ``crop`` the shorter side is resized to
+    Modes, alpha (dropped, as torchvision's ImageFolder does), EXIF orientation and the pixel limit
+    are handled there. ``size`` is (height, width): with ``crop`` the shorter side is resized to
     fit and the centre is cropped, otherwise the image is resized to ``size`` ignoring aspect.
 
     Raises:
-        DataError: naming ``name`` when Pillow cannot read or convert the image.
+        DataError: naming ``name`` when the image cannot be read or converted.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            image = _to_rgb(ImageOps.exif_transpose(opened))
-        if size is not None:
-            image = _resize(image, size, crop)
-        return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        raise DataError(
-            f"cannot read image {name!r}: {type(err).__name__}: {err}. The file is corrupt, truncated or "
-            "not an image Pillow can decode; replace it (re-save as PNG or JPEG) or delete it."
-        ) from err
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
-        # Pillow's own convert("RGB") clips 16-bit values at 255; scale them to 8 bits instead.
-        values = np.asarray(image).astype(np.float64)
-        if image.mode == "F":
-            scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
-        else:
-            scale = 1.0 if image.mode == "I" and values.size and values.max() <= 255 else 1.0 / 257.0
-        gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-def _resize(image: Image.Image, size: tuple[int, int], crop: bool) -> Image.Image:
-    height, width = size
-    if not crop:
-        return image.resize((width, height), Image.Resampling.BICUBIC)
-    w, h = image.size
-    scale = max(width / w, height / h)
-    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    return read_rgb(data, name, size=size, crop=crop)
 
 
 def stratified_split(

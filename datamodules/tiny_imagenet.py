@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +31,18 @@ from datamodules.arrays import (
     stratified_split,
     train_transform,
 )
+from taskcodec.datasets import (
+    _IMAGE_SUFFIXES,
+    _LAYOUT_HINT,
+    _numeric_key,
+    _TinyImageNetTree,
+    locate_tiny_imagenet,
+)
 from taskcodec.errors import ConfigError, DataError
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # official zip, 248,100,043 bytes
 TINY_IMAGENET_FILENAME = "tiny-imagenet-200.zip"
-_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-_LAYOUT_HINT = "expected the official Tiny ImageNet layout (wnids.txt, train/<wnid>/images/, val/images/)"
 
 
 def download_and_verify(url: str, dest: str | Path, md5: str) -> Path:
@@ -76,90 +79,6 @@ def download_and_verify(url: str, dest: str | Path, md5: str) -> Path:
     finally:
         part.unlink(missing_ok=True)
     return dest
-
-
-def _numeric_key(filename: str) -> tuple[int, str]:
-    """Sort ``n01443537_10.JPEG`` after ``n01443537_9.JPEG``."""
-    match = re.search(r"_(\d+)\.[^.]+$", filename)
-    return (int(match.group(1)) if match else -1, filename)
-
-
-class _TinyImageNetTree:
-    """Read-only files of one Tiny ImageNet top folder, inside a zip or on disk."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._zip: zipfile.ZipFile | None = None
-        if path.is_dir():
-            return
-        try:
-            self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as err:
-            raise DataError(f"{path} is not a readable zip file ({err}); {_LAYOUT_HINT}") from err
-        names = [n for n in self._zip.namelist() if not n.endswith("/")]
-        tops = sorted({n[: -len("wnids.txt")] for n in names if re.fullmatch(r"([^/]+/)?wnids\.txt", n)})
-        if len(tops) != 1:
-            found = "none" if not tops else ", ".join(t + "wnids.txt" for t in tops)
-            self._zip.close()
-            raise DataError(f"{path} must hold exactly one */wnids.txt (found {found}); {_LAYOUT_HINT}")
-        self._prefix = tops[0]
-        self._folders: dict[str, list[str]] = {}
-        for name in names:
-            if name.startswith(self._prefix):
-                folder, _, base = name[len(self._prefix) :].rpartition("/")
-                self._folders.setdefault(folder, []).append(base)
-
-    def where(self, rel: str) -> str:
-        return f"{self.path}:{self._prefix}{rel}" if self._zip else str(self.path / rel)
-
-    def exists(self, rel: str) -> bool:
-        if self._zip is None:
-            return (self.path / rel).is_file()
-        folder, _, base = rel.rpartition("/")
-        return base in self._folders.get(folder, ())
-
-    def read(self, rel: str) -> bytes:
-        if not self.exists(rel):
-            raise DataError(f"{self.where(rel)} is missing; {_LAYOUT_HINT}")
-        if self._zip is None:
-            return (self.path / rel).read_bytes()
-        return self._zip.read(self._prefix + rel)
-
-    def text_lines(self, rel: str) -> list[str]:
-        return [
-            line.strip() for line in self.read(rel).decode("utf-8", "replace").splitlines() if line.strip()
-        ]
-
-    def list_files(self, rel: str) -> list[str]:
-        if self._zip is None:
-            folder = self.path / rel
-            return [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-        return list(self._folders.get(rel, []))
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-
-
-def locate_tiny_imagenet(root: str | Path) -> Path | None:
-    """Return the zip or top folder that ``root`` points at, or None when nothing is there.
-
-    ``root`` may be a zip, the top folder (holding wnids.txt), or a folder holding exactly one
-    such folder or one ``tiny-imagenet*.zip``.
-    """
-    root = Path(root).expanduser()
-    if root.is_file() or (root / "wnids.txt").is_file():
-        return root
-    if not root.is_dir():
-        return None
-    found = sorted(p for p in root.iterdir() if (p / "wnids.txt").is_file())
-    found = found or sorted(p for p in root.glob("tiny-imagenet*.zip") if p.is_file())
-    if len(found) > 1:
-        raise DataError(
-            f"{root} holds several Tiny ImageNet copies ({', '.join(p.name for p in found)}); "
-            "point data.root at the one to use"
-        )
-    return found[0] if found else None
 
 
 class TinyImageNetDataModule(InMemoryDataModule):

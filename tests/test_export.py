@@ -44,7 +44,10 @@ def test_export_pair_loads_without_lightning(joint_run, tmp_path) -> None:
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         assert e.encode(x) == out["streams"]
-        assert torch.equal(d.decode(out["streams"])["logits"], out["logits"])
+        # same labels; logits to float tolerance (another process may run other thread counts)
+        logits = d.decode(out["streams"])["logits"]
+        assert torch.equal(logits.argmax(1), out["logits"].argmax(1))
+        torch.testing.assert_close(logits, out["logits"], rtol=0, atol=1e-5)
     assert out["lmbda"] == 0.03
 
 

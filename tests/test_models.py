@@ -142,9 +142,9 @@ def test_record_format() -> None:
 def test_huge_claimed_image_is_refused_before_decoding() -> None:
     dec = tiny("split-factorized").eval()
     dec.update(force=True)
-    record = pack_record(60000, 60000, b"\x01\x02")
-    with pytest.raises(BitstreamError, match="over the decoder's limit"):
-        dec.decode([record])
+    for h, w in ((60000, 60000), (8192, 8192)):  # too many latent symbols; too many pixels
+        with pytest.raises(BitstreamError, match="over the decoder's limit"):
+            dec.decode([pack_record(h, w, b"\x01\x02")])
 
 
 def test_appended_garbage_is_an_error() -> None:

@@ -23,12 +23,15 @@ from torch import Tensor, nn
 
 from taskcodec.bitstream import pack_record, unpack_record
 from taskcodec.errors import BitstreamError, ConfigError
+from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.models.entropy import EntropyStage
 from taskcodec.range_coder import RangeDecoder, RangeEncoder
 
-#: decoding refuses records whose latent would exceed this many symbols per image, before any
-#: tensor is made: a few header bytes must never make the decoder allocate or loop for long
+#: decoding refuses records whose latent would exceed this many symbols per image, or whose image
+#: would exceed this many pixels (the same cap as reading an image), before any tensor is made:
+#: a few header bytes must never make the decoder allocate or loop for long
 MAX_LATENT_SYMBOLS = 1 << 21
+MAX_DECODE_PIXELS = DEFAULT_MAX_PIXELS
 
 
 class TaskCodecBase(CompressionModel):
@@ -135,10 +138,11 @@ class TaskCodecBase(CompressionModel):
         self._require("decoder")
         self._require_cpu()
         shape = self.latent_shape(*image_size)
-        if shape[0] * shape[1] * shape[2] > MAX_LATENT_SYMBOLS:
+        if image_size[0] * image_size[1] > MAX_DECODE_PIXELS or shape[0] * shape[1] * shape[2] > MAX_LATENT_SYMBOLS:
             raise BitstreamError(
-                f"a {image_size[0]}x{image_size[1]} image needs a latent of {shape} symbols, over the decoder's "
-                f"limit of {MAX_LATENT_SYMBOLS}; the record is corrupt or the image is too large for this codec"
+                f"a {image_size[0]}x{image_size[1]} image (latent {shape}) is over the decoder's limit of "
+                f"{MAX_DECODE_PIXELS} pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt "
+                "or the image is too large for this codec"
             )
         decoders = [RangeDecoder(p) for p in payloads]
         y_hat = self.entropy.read(decoders, shape)
