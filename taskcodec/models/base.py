@@ -133,8 +133,13 @@ class TaskCodecBase(CompressionModel):
         return {"payloads": [e.flush() for e in encoders], "est_bits": est, "image_size": tuple(x.shape[-2:])}
 
     @torch.no_grad()
-    def decompress(self, payloads: list[bytes], image_size: tuple[int, int]) -> dict[str, Tensor]:
-        """Rebuild ``y_hat`` from the payloads of same-size images, then classify it."""
+    def decode_latents(self, payloads: list[bytes], image_size: tuple[int, int]) -> Tensor:
+        """``y_hat`` of same-size images from their payloads: the entropy stage alone.
+
+        This is what the server side trains on, exactly as :meth:`decompress` rebuilds it. The
+        claimed size is bounded before any tensor is made, and bytes left after the coded data
+        are an error (appended garbage, or a record made by another model).
+        """
         self._require("decoder")
         self._require_cpu()
         shape = self.latent_shape(*image_size)
@@ -152,6 +157,12 @@ class TaskCodecBase(CompressionModel):
                     f"corrupt record: {len(p) - d.bytes_read} bytes after the coded data; "
                     "garbage was appended or the record was made by another model"
                 )
+        return y_hat
+
+    @torch.no_grad()
+    def decompress(self, payloads: list[bytes], image_size: tuple[int, int]) -> dict[str, Tensor]:
+        """Rebuild ``y_hat`` from the payloads of same-size images, then classify it."""
+        y_hat = self.decode_latents(payloads, image_size)
         return {"y_hat": y_hat, **self.synthesis(y_hat, image_size)}
 
     def encode(self, x: Tensor) -> list[bytes]:
