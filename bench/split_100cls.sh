@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=${THREADS:-2}
-SPLIT=${SPLIT:-layer3}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.001,0.003,0.01}; EPOCHS=${EPOCHS:-3}
+SPLIT=${SPLIT:-layer4}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.01,0.03,0.1}; EPOCHS=${EPOCHS:-2}
 steps=${*:-reference sweep table}
 ref_dir=logs/reference/100cls
 ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }

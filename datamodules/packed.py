@@ -17,6 +17,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, TensorDataset
 
 from taskcodec.batching import check_claimed_sizes, decode_latents
+from taskcodec.bitstream import unpack_record
 from taskcodec.container import read_container
 from taskcodec.errors import ConfigError, DataError
 from taskcodec.export import load_decoder
@@ -35,7 +36,7 @@ def read_packed_latents(folder: str | Path, decoder_path: str | Path) -> tuple[T
             f"use decoder-{plan['codec_id']}.pt"
         )
     urls = [str(p) for p in shard_paths(folder)]
-    latents, labels = [], []
+    latents, labels, sizes = [], [], set()
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         container = read_container(sample["tca"], f"{sample['__url__']}:{sample['__key__']}.tca")
         container.check_codec(meta["codec_id"], sample["__url__"])
@@ -43,11 +44,13 @@ def read_packed_latents(folder: str | Path, decoder_path: str | Path) -> tuple[T
             raise DataError(f"{sample['__url__']} has unlabelled records; it is not a pack of a labelled dataset")
         records = [e.record for e in container.entries]
         check_claimed_sizes(records)
+        sizes |= {unpack_record(r)[:2] for r in records}
         for start in range(0, len(records), DECODE_BATCH):
             latents.append(decode_latents(codec, records[start : start + DECODE_BATCH]))
         labels += [e.label for e in container.entries]
     if len(labels) != plan["count"]:
         raise DataError(f"{folder}: the manifest lists {plan['count']} images, the shards hold {len(labels)}")
+    plan["image_sizes"] = sorted(sizes)  # (height, width) of the records: not in the latents themselves
     return TensorDataset(torch.cat(latents), torch.tensor(labels, dtype=torch.int64)), plan
 
 
@@ -80,6 +83,8 @@ class PackedLatentDataModule(pl.LightningDataModule):
         self.class_words: list[str] = []
         self.num_classes: int | None = None
         self.latent_shape: tuple[int, ...] | None = None
+        self.image_size: tuple[int, int] | None = None
+        self._image_sizes: set[tuple[int, int]] = set()
 
     def setup(self, stage: str | None = None) -> None:
         """Decode every pack folder once; later calls reuse them."""
@@ -92,6 +97,8 @@ class PackedLatentDataModule(pl.LightningDataModule):
             self.class_names, self.class_words = plan["class_names"], plan["class_words"]
             self.num_classes = len(self.class_names)
             self.latent_shape = tuple(dataset.tensors[0].shape[1:])
+            self._image_sizes |= set(plan["image_sizes"])
+            self.image_size = next(iter(self._image_sizes)) if len(self._image_sizes) == 1 else None
             self.sets[split] = dataset
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

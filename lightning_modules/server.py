@@ -1,0 +1,130 @@
+"""The server side of an exported codec, trained on decoded latents ``(y_hat, label)`` alone.
+
+A deployed server only ever sees the bytes; ``taskcodec pack`` turns a labelled dataset into those
+bytes once, and :class:`datamodules.packed.PackedLatentDataModule` serves the latents its entropy
+stage rebuilds from them. This system trains the decoder's other parts (``codec.synthesis``: for
+the split family ``g_s`` and the classifier's tail) on them with cross-entropy. The entropy stage
+stays exactly as exported (frozen, in eval mode), so the retrained server still decodes every
+record the unchanged client writes.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_modules.classifier import accuracy_metrics, warmup_cosine
+from taskcodec.errors import ConfigError
+from taskcodec.export import load_decoder
+from taskcodec.models import TaskCodecBase, create_codec
+
+
+def server_parts(codec: TaskCodecBase) -> list[str]:
+    """The decoder's trainable parts: everything it holds except the entropy stage."""
+    return [name for name in codec.decoder_parts if name != "entropy"]
+
+
+def reinitialise(codec: TaskCodecBase) -> None:
+    """Give the server parts the weights a freshly built codec of the same family and config has.
+
+    Building the family again (seeded by the caller) reproduces its own initialisation, timm's
+    included, and also covers modules with no ``reset_parameters()`` such as CompressAI's GDN,
+    whose trained ``beta``/``gamma`` would otherwise survive a reset.
+    """
+    fresh = create_codec(codec.family, **codec.config)
+    for name in server_parts(codec):
+        getattr(codec, name).load_state_dict(getattr(fresh, name).state_dict())
+
+
+class ServerModule(pl.LightningModule):
+    """Trains ``codec.synthesis(y_hat, image_size)`` -> logits of an exported decoder with AdamW.
+
+    Args:
+        decoder: ``decoder-<id>.pt`` from ``taskcodec export`` (the model the packs were made with).
+        lr: peak learning rate (linear warm-up over 0.3 epoch, then cosine decay).
+        weight_decay: AdamW weight decay.
+        reset: re-initialise the server parts, so the classifier is learnt from the latents alone;
+            ``False`` fine-tunes the exported server instead.
+        label_smoothing: of the training cross-entropy.
+    """
+
+    def __init__(
+        self,
+        decoder: str,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        reset: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if lr <= 0 or weight_decay < 0:
+            raise ConfigError(f"model.lr must be > 0 and model.weight_decay >= 0, got {lr} and {weight_decay}")
+        self.save_hyperparameters()
+        codec, meta = load_decoder(decoder)
+        self.hparams.update(codec_id=meta["codec_id"], codec_family=codec.family, codec_config=dict(codec.config))
+        if reset:
+            reinitialise(codec)
+        codec.entropy.requires_grad_(False)
+        self.codec = codec.train()
+        self.codec.entropy.eval()
+        self.image_size: tuple[int, int] | None = None  # from the datamodule at fit time, else the padded size
+        n = int(codec.config["num_classes"])
+        self.train_metrics = accuracy_metrics(n, "train/")
+        self.val_metrics = accuracy_metrics(n, "val/")
+        self.test_metrics = accuracy_metrics(n, "test/")
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        """Logits of a batch of decoded latents [B, C, h, w]."""
+        size = self.image_size
+        if size is None:  # the padded image size: all a latent tells, and all the split family needs
+            s = self.codec.analysis_stride
+            size = (y_hat.shape[-2] * s, y_hat.shape[-1] * s)
+        return self.codec.synthesis(y_hat, size)["logits"]
+
+    def _datamodule_image_size(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        size = getattr(dm, "image_size", None)
+        self.image_size = tuple(size) if size else None
+
+    def on_fit_start(self) -> None:
+        self._datamodule_image_size()
+
+    def on_test_start(self) -> None:
+        self._datamodule_image_size()
+
+    def on_train_epoch_start(self) -> None:
+        self.codec.entropy.eval()  # frozen: exactly the exported tables and statistics
+
+    def _step(self, batch, stage: str, metrics) -> Tensor:
+        y_hat, y = batch[0], batch[1]
+        logits = self(y_hat)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        metrics.update(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=len(y))
+        self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_metrics)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for name in server_parts(self.codec) for p in getattr(self.codec, name).parameters()]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]  # biases, norms, GDN's beta
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        sched = warmup_cosine(opt, total, max(1, int(0.3 * per_epoch)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
