@@ -17,8 +17,7 @@ from torch import Tensor
 from taskcodec.bitstream import unpack_record
 from taskcodec.errors import BitstreamError
 from taskcodec.io import DEFAULT_MAX_PIXELS, read_rgb, to_tensor
-from taskcodec.models import MAX_LATENT_SYMBOLS, TaskCodecBase
-from taskcodec.range_coder import RangeDecoder
+from taskcodec.models import TaskCodecBase
 
 CHUNK_IMAGES = 256
 
@@ -135,12 +134,4 @@ def decode_latents(codec: TaskCodecBase, records: Sequence[bytes]) -> Tensor:
     sizes = {(h, w) for h, w, _ in parsed}
     if len(sizes) != 1:
         raise BitstreamError(f"latents of one batch must share an image size, got {sorted(sizes)}")
-    shape = codec.latent_shape(*sizes.pop())
-    if shape[0] * shape[1] * shape[2] > MAX_LATENT_SYMBOLS:
-        raise BitstreamError(f"a latent of {shape} symbols is over the decoder's limit of {MAX_LATENT_SYMBOLS}")
-    decoders = [RangeDecoder(p) for _, _, p in parsed]
-    y_hat = codec.entropy.read(decoders, shape)
-    for k, (d, (_, _, p)) in enumerate(zip(decoders, parsed, strict=True)):
-        if d.bytes_read < len(p):
-            raise BitstreamError(f"corrupt record {k}: {len(p) - d.bytes_read} bytes after the coded data")
-    return y_hat
+    return codec.decode_latents([p for _, _, p in parsed], sizes.pop())
