@@ -156,7 +156,7 @@ def _pack(args: argparse.Namespace) -> None:
     codec, meta = load_encoder(args.model)
     with _bar(args, len(images), "pack") as bar:
         plan = pack(codec, meta, images, args.out, str(args.dataset), args.split, args.shard_size,
-                    args.batch_size, threads, bar.update)  # fmt: skip
+                    args.batch_size, threads, bar.update, names=not args.no_names)  # fmt: skip
     print(f"{plan['count']} images in {plan['num_shards']} shards -> {args.out}, model {plan['codec_id']}")
 
 
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val"), default="train", help="Tiny ImageNet split")
     p.add_argument("--num-classes", type=int, default=None, help="Tiny ImageNet: the first K classes")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    p.add_argument("--no-names", action="store_true", help="store labels and records only (names are most of a pack's bytes)")
     p = command("export", _export, "write encoder/decoder files from a joint-codec checkpoint")
     p.add_argument("ckpt", help="Lightning checkpoint written by train.py (model=joint)")
     p.add_argument("--out", help="output folder (default: <run dir>/export)")

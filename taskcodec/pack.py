@@ -103,8 +103,12 @@ def pack(
     batch_size: int = 32,
     workers: int = 2,
     on_done: Callable[[int], None] | None = None,
+    names: bool = True,
 ) -> dict:
     """Compress ``images`` into shards under ``out``, resuming a previous run; returns the manifest.
+
+    ``names=False`` stores labels and records only: at a few bytes per record, the image names
+    are most of a pack's size (the listing's hash still pins the order).
 
     Raises:
         DataError: when ``out`` holds a pack of another model, dataset or shard size.
@@ -113,10 +117,10 @@ def pack(
         raise ConfigError(f"shard size must be >= 1, got {shard_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = _plan(images, meta, source, split, shard_size)
+    plan = _plan(images, meta, source, split, shard_size) | {"names": names}
     if (out / MANIFEST).exists():
         old = read_manifest(out)
-        for field in ("codec_id", "count", "shard_size", "listing_sha256", "split"):
+        for field in ("codec_id", "count", "shard_size", "listing_sha256", "split", "names"):
             if old.get(field) != plan[field]:
                 raise DataError(
                     f"{out} holds a pack with {field}={old.get(field)!r}, this run has {plan[field]!r}; "
@@ -141,7 +145,7 @@ def pack(
             return images.read(first + k), images.names[first + k]
 
         for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done):
-            writer.add(record, images.labels[first + k], images.names[first + k])
+            writer.add(record, images.labels[first + k], images.names[first + k] if names else None)
         writer.close()
         _write_shard(out / f"{shard_name(i)}.tar", shard_name(i), buffer.getvalue())
     plan["complete"] = True

@@ -104,3 +104,14 @@ def test_pack_killed_at_a_random_point_resumes_without_loss_or_duplicates(split_
     assert len(names) == len(set(names)) == len(listing) == 144
     assert [(e.name, e.label) for e in entries] == list(zip(listing.names, listing.labels, strict=True))
     assert not list(out.glob("*.part"))
+
+
+def test_pack_without_names_is_smaller_and_resume_checks_it(split_export, tmp_path) -> None:
+    named, bare = tmp_path / "named", tmp_path / "bare"
+    for out, extra in ((named, []), (bare, ["--no-names"])):
+        assert main(["pack", str(SAMPLE), "-m", split_export["encoder"], "-o", str(out), "-q", *extra]) == 0
+    assert all(e.name is None for e in _packed(bare)) and [e.label for e in _packed(bare)] == [e.label for e in _packed(named)]
+    size = lambda d: sum(read_shard(p).total_bytes for p in shard_paths(d))  # noqa: E731  (tar pads to 10 KiB)
+    assert size(bare) < size(named) - 18 * 10
+    # resuming a nameless pack with names would mix the two: refused
+    assert main(["pack", str(SAMPLE), "-m", split_export["encoder"], "-o", str(bare), "-q"]) == 2
