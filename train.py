@@ -1,9 +1,10 @@
 """Train a model from the Hydra config: the joint codec by default, or the reference classifier.
 
-    python train.py                                   # joint codec, default λ, 10 classes, CPU
+    python train.py                                   # split codec from scratch, default λ, 10 classes, CPU
     python train.py experiment=reference              # the reference classifier
-    python train.py -m model.lmbda=0.5,1,2            # a λ sweep (one run per λ)
-    python train.py experiment=lambda_sweep           # the committed sweep
+    python train.py -m model.lmbda=0.01,0.03,0.1      # a λ sweep (one run per λ)
+    python train.py experiment=split_sweep model.reference_ckpt=PATH   # the committed split sweep
+    python train.py model/codec=hyperprior            # another codec family
 
 compose cfg -> instantiate datamodule, module, trainer -> fit -> test -> export (joint codec).
 """

@@ -25,7 +25,7 @@ def cfg_eval(tmp_path, reference_ckpt, *extra):
 def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> None:
     out = evaluate(cfg_eval(tmp_path, reference_ckpt, f"codec_dirs=[{joint_run['dir']}]"))
     rows = out["rows"]
-    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "taskcodec-split-layer3-factorized"]
+    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "taskcodec-split-layer4-factorized"]
     assert rows[0]["bytes_per_image"] == 64 * 64 * 3 and rows[0]["n"] == 6
     jpeg10, jpeg75 = rows[1], rows[2]
     assert jpeg10["bytes_per_image"] < jpeg75["bytes_per_image"]
