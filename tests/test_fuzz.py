@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def test_fuzz_fast() -> None:
 def test_fuzz_ten_thousand() -> None:
     report = run_fuzz(10_000, seed=2)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report["command"] = "pytest -m slow tests/test_fuzz.py::test_fuzz_ten_thousand"
+    report["command"] = "python -m pytest -m slow tests/test_fuzz.py::test_fuzz_ten_thousand"
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=RESULTS.parents[2], capture_output=True, text=True)
+    report["git_revision"] = git.stdout.strip() or "unknown"
     report["case_bound_s"] = CASE_SECONDS
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     assert sum(report["outcomes"].values()) == 10_000
