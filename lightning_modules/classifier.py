@@ -40,31 +40,17 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class ClassifierModule(pl.LightningModule):
-    """Trains any timm classifier on RGB in [0, 1] with SGD + warm-up/cosine and label smoothing."""
+class ClassificationSteps(pl.LightningModule):
+    """Cross-entropy train/val/test steps with one torchmetrics collection per stage.
 
-    def __init__(
-        self,
-        classifier: str = "resnet18",
-        num_classes: int = 10,
-        pretrained: bool = False,
-        weights: str | None = None,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        label_smoothing: float = 0.1,
-        warmup_epochs: float = 1.0,
-        drop_rate: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.classifier = ImageClassifier(classifier, num_classes, pretrained, weights, drop_rate)
+    Subclasses set ``hparams.label_smoothing`` and call :meth:`init_metrics`; ``forward`` maps a
+    batch's inputs (images, or latents for the server side) to logits.
+    """
+
+    def init_metrics(self, num_classes: int) -> None:
         self.train_metrics = accuracy_metrics(num_classes, "train/")
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(x)
 
     def _step(self, batch, stage: str, metrics: MetricCollection) -> Tensor:
         x, y = batch[0], batch[1]
@@ -85,6 +71,32 @@ class ClassifierModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test", self.test_metrics)
+
+
+
+class ClassifierModule(ClassificationSteps):
+    """Trains any timm classifier on RGB in [0, 1] with SGD + warm-up/cosine and label smoothing."""
+
+    def __init__(
+        self,
+        classifier: str = "resnet18",
+        num_classes: int = 10,
+        pretrained: bool = False,
+        weights: str | None = None,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        label_smoothing: float = 0.1,
+        warmup_epochs: float = 1.0,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.classifier = ImageClassifier(classifier, num_classes, pretrained, weights, drop_rate)
+        self.init_metrics(num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(x)
 
     def configure_optimizers(self):
         hp = self.hparams

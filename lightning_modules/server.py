@@ -10,12 +10,10 @@ record the unchanged client writes.
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_modules.classifier import accuracy_metrics, warmup_cosine
+from lightning_modules.classifier import ClassificationSteps, warmup_cosine
 from taskcodec.errors import ConfigError
 from taskcodec.export import load_decoder
 from taskcodec.models import TaskCodecBase, create_codec
@@ -38,7 +36,7 @@ def reinitialise(codec: TaskCodecBase) -> None:
         getattr(codec, name).load_state_dict(getattr(fresh, name).state_dict())
 
 
-class ServerModule(pl.LightningModule):
+class ServerModule(ClassificationSteps):
     """Trains ``codec.synthesis(y_hat, image_size)`` -> logits of an exported decoder with AdamW.
 
     Args:
@@ -70,10 +68,7 @@ class ServerModule(pl.LightningModule):
         self.codec = codec.train()
         self.codec.entropy.eval()
         self.image_size: tuple[int, int] | None = None  # from the datamodule at fit time, else the padded size
-        n = int(codec.config["num_classes"])
-        self.train_metrics = accuracy_metrics(n, "train/")
-        self.val_metrics = accuracy_metrics(n, "val/")
-        self.test_metrics = accuracy_metrics(n, "test/")
+        self.init_metrics(int(codec.config["num_classes"]))
 
     def forward(self, y_hat: Tensor) -> Tensor:
         """Logits of a batch of decoded latents [B, C, h, w]."""
@@ -96,25 +91,6 @@ class ServerModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.codec.entropy.eval()  # frozen: exactly the exported tables and statistics
-
-    def _step(self, batch, stage: str, metrics) -> Tensor:
-        y_hat, y = batch[0], batch[1]
-        logits = self(y_hat)
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        metrics.update(logits, y)
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=len(y))
-        self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
-
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
 
     def configure_optimizers(self):
         hp = self.hparams
