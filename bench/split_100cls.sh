@@ -3,13 +3,13 @@
 # the reference classifier, a λ sweep of the split codec at the split point chosen on 10 classes,
 # and one table with JPEG/WebP/AVIF and paired statistics.
 # Usage: bash bench/split_100cls.sh [step...]      steps: reference sweep table (default: all)
-# SPLIT/DOWNSAMPLE/LAMBDAS/EPOCHS override the sweep; every run resumes from its last checkpoint
+# SPLIT/ENTROPY/DOWNSAMPLE/LAMBDAS/EPOCHS override the sweep; every run resumes from its last checkpoint
 # when restarted with RESUME=1 (a 100-class run can span sessions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=${THREADS:-2}
-SPLIT=${SPLIT:-layer4}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.01,0.03,0.1}; EPOCHS=${EPOCHS:-2}
+SPLIT=${SPLIT:-layer4}; ENTROPY=${ENTROPY:-factorized}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.01,0.03,0.1}; EPOCHS=${EPOCHS:-2}
 steps=${*:-reference sweep table}
 ref_dir=logs/reference/100cls
 ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }
@@ -21,11 +21,11 @@ for step in $steps; do
         trainer.enable_progress_bar=false hydra.run.dir=$ref_dir "${resume[@]}" ;;
     sweep)
       for l in ${LAMBDAS//,/ }; do
-        dir=logs/split_sweep/100cls/$SPLIT/lmbda_$l
+        dir=logs/split_sweep/100cls/$SPLIT-$ENTROPY/lmbda_$l
         [ -f $dir/export/decoder-*.pt ] 2>/dev/null && continue  # done already
         resume=(); [ -f $dir/checkpoints/last.ckpt ] && resume=(ckpt_path=$dir/checkpoints/last.ckpt)
         $PY train.py experiment=split_sweep hydra.mode=RUN data.num_classes=100 model.reference_ckpt="$(ref_ckpt)" \
-          model.freeze=client model.lmbda=$l model.codec.split=$SPLIT model.codec.downsample=$DOWNSAMPLE \
+          model.freeze=client model.lmbda=$l model.codec.split=$SPLIT model.codec.entropy=$ENTROPY model.codec.downsample=$DOWNSAMPLE \
           trainer.max_epochs=$EPOCHS logger=csv trainer.enable_progress_bar=false hydra.run.dir=$dir \
           reference_table=results/split_100cls/rate_accuracy.csv "${resume[@]}"
       done ;;
