@@ -2,7 +2,7 @@
 # The split codec on the first 10 classes of tiny-imagenet-100 (CPU): λ sweeps at every split
 # point, the two entropy models at layer4, and one table with every baseline and paired statistics.
 # Usage: bash bench/split_10cls.sh [step...]
-#   steps: reference layer4 layer4_hi layer3 layer4_hyper layer1 layer2 layer4_hyper_hi table   (default: all, in that order)
+#   steps: reference layer4 layer4_hi layer3 layer4_hyper layer1 layer2 layer4_hyper_hi default table   (default: all, in that order)
 # Each split point's latent is 4x4 (layer4: 2x2); the client's reference stages are frozen
 # (model.freeze=client), so the client is the reference's own first stages and only the
 # bottleneck and the server's stages train. THREADS=1 runs each job on one core.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=${THREADS:-2}
-steps=${*:-reference layer4 layer4_hi layer3 layer4_hyper layer1 layer2 layer4_hyper_hi table}
+steps=${*:-reference layer4 layer4_hi layer3 layer4_hyper layer1 layer2 layer4_hyper_hi default table}
 ref_dir=logs/reference/10cls
 ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }
 sweep() {  # name, then overrides
@@ -28,7 +28,8 @@ for step in $steps; do
     layer4_hi) sweep layer4_hi model.codec.split=layer4 model.lmbda=0.1 ;;
     layer4_hyper) sweep layer4_hyper model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.01,0.03 ;;
     layer4_hyper_hi) sweep layer4_hyper_hi model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.1 ;;
-    table) $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/split_sweep/10cls/*/*]" \
+    default) $PY train.py hydra.run.dir=logs/default/10cls trainer.enable_progress_bar=false ;;
+    table) $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/split_sweep/10cls/*/*,logs/default/10cls]" \
              output_dir=results/split_10cls ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
