@@ -81,6 +81,25 @@ def finetune_on_compressed(cfg: DictConfig, datamodule, spec: DictConfig):
     return codec, module.classifier.eval()
 
 
+def reused_baseline_rows(folder: Path, classifier_ckpt: str, labels) -> list[dict]:
+    """The reference and standard-codec rows of an earlier evaluate.py output, with per-image results.
+
+    Only valid for the same classifier checkpoint and the same test images (checked: the
+    checkpoint path in its provenance, the image count, and the reference's per-image results).
+    """
+    prov = json.loads((folder / "provenance.json").read_text())
+    if prov["config"].get("classifier_ckpt") != classifier_ckpt:
+        raise ConfigError(f"{folder} was made with classifier {prov['config'].get('classifier_ckpt')}, not {classifier_ckpt}")
+    per_image = json.loads((folder / "rate_accuracy_per_image.json").read_text())
+    rows = [r for r in json.loads((folder / "rate_accuracy.json").read_text()) if not r["codec"].startswith("taskcodec")]
+    for r in rows:
+        r["correct"] = [c == "1" for c in per_image[f"{r['codec']}|{r['setting']}"]]
+        if len(r["correct"]) != len(labels):
+            raise ConfigError(f"{folder} has {len(r['correct'])} images per row, this run {len(labels)}; re-measure")
+    print(f"reused {len(rows)} reference and baseline rows from {folder}")
+    return rows
+
+
 def evaluate(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
@@ -98,9 +117,12 @@ def evaluate(cfg: DictConfig) -> dict:
         )
 
     exports = codec_exports(list(cfg.codec_dirs or []))  # fail before the long baseline sweep
-    rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels, cfg.batch_size)]
+    if cfg.get("reuse_baselines"):
+        rows = reused_baseline_rows(Path(cfg.reuse_baselines), cfg.classifier_ckpt, labels)
+    else:
+        rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels, cfg.batch_size)]
     usable = set(available_codecs())
-    for name, settings in (cfg.baselines or {}).items():
+    for name, settings in (cfg.baselines or {}).items() if not cfg.get("reuse_baselines") else ():
         if name not in usable:
             print(f"skipping {name}: no encoder available here")
             continue

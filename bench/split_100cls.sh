@@ -2,7 +2,8 @@
 # The headline on all 100 classes of tiny-imagenet-100 (5,000 official-val images; CPU):
 # the reference classifier, a λ sweep of the split codec at the split point chosen on 10 classes,
 # and one table with JPEG/WebP/AVIF and paired statistics.
-# Usage: bash bench/split_100cls.sh [step...]      steps: reference sweep table (default: all)
+# Usage: bash bench/split_100cls.sh [step...]      steps: reference baselines sweep table (default: all)
+# (baselines: the reference and JPEG/WebP/AVIF on the 5,000 images, reused by table)
 # SPLIT/ENTROPY/DOWNSAMPLE/LAMBDAS/EPOCHS override the sweep; every run resumes from its last checkpoint
 # when restarted with RESUME=1 (a 100-class run can span sessions).
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=${THREADS:-2}
 SPLIT=${SPLIT:-layer4}; ENTROPY=${ENTROPY:-factorized}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.01,0.03,0.1}; EPOCHS=${EPOCHS:-2}
-steps=${*:-reference sweep table}
+steps=${*:-reference baselines sweep table}
 ref_dir=logs/reference/100cls
 ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }
 for step in $steps; do
@@ -29,10 +30,13 @@ for step in $steps; do
           trainer.max_epochs=$EPOCHS logger=csv trainer.enable_progress_bar=false hydra.run.dir=$dir \
           reference_table=results/split_100cls/rate_accuracy.csv "${resume[@]}"
       done ;;
+    baselines)
+      $PY evaluate.py data.num_classes=100 classifier_ckpt="$(ref_ckpt)" \
+        "baselines={jpeg: [1, 3, 5, 10, 20, 30, 50, 75, 90], webp: [5, 10, 20, 30, 50, 75], avif: [10, 25, 40, 50, 60, 70]}" \
+        output_dir=results/baselines_100cls ;;
     table)
       $PY evaluate.py data.num_classes=100 classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/split_sweep/100cls/*/*]" \
-        "baselines={jpeg: [1, 3, 5, 10, 20, 30, 50, 75, 90], webp: [5, 10, 20, 30, 50, 75], avif: [10, 25, 40, 50, 60, 70]}" \
-        output_dir=results/split_100cls ;;
+        reuse_baselines=results/baselines_100cls output_dir=results/split_100cls ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -43,6 +43,12 @@ def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> No
     assert (tmp_path / "rate_accuracy.png").stat().st_size > 1000
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["git_revision"] and "config" in prov
+    # a later table reuses the reference and baseline rows instead of re-encoding them
+    again = evaluate(cfg_eval(tmp_path / "again", reference_ckpt, f"codec_dirs=[{joint_run['dir']}]", f"reuse_baselines={tmp_path}"))
+    assert [(r["codec"], r["setting"], r["top1"], r["bytes_per_image"]) for r in again["rows"]] == [
+        (r["codec"], r["setting"], r["top1"], r["bytes_per_image"]) for r in rows
+    ]
+    assert again["rows"][-1]["diff_vs_ref"] == pytest.approx(codec["diff_vs_ref"])
 
 
 def test_evaluate_train_on_compressed_and_wandb(reference_ckpt, tmp_path) -> None:
