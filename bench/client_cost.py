@@ -101,7 +101,7 @@ def main() -> None:
         out = []
         for im in pil:
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=args.jpeg_quality)
+            im.save(buf, format="JPEG", quality=args.jpeg_quality, optimize=True, subsampling=2)  # as taskcodec.baselines.JPEG
             out.append(buf.getvalue())
         return out
 
