@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=${THREADS:-2}
-SPLIT=${SPLIT:-layer4}; ENTROPY=${ENTROPY:-hyperprior}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.03,0.1,0.3,1}; EPOCHS=${EPOCHS:-1}
+SPLIT=${SPLIT:-layer4}; ENTROPY=${ENTROPY:-hyperprior}; DOWNSAMPLE=${DOWNSAMPLE:-0}; LAMBDAS=${LAMBDAS:-0.03,0.1,0.3,1,3}; EPOCHS=${EPOCHS:-1}
 steps=${*:-reference baselines sweep table}
 ref_dir=logs/reference/100cls
 ref_ckpt() { ls "$ref_dir"/checkpoints/epoch_*.ckpt | head -1; }
