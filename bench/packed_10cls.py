@@ -154,7 +154,7 @@ def main() -> None:
     torch.set_num_threads(1)
     encoder, meta = load_encoder(args.encoder)
     result: dict = {
-        "command": " ".join(["OMP_NUM_THREADS=1 python bench/packed_10cls.py", *sys.argv[1:]]),
+        "command": " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python bench/packed_10cls.py", *sys.argv[1:]]),
         "git_revision": git_revision(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1",
         "encoder": os.path.relpath(args.encoder, ROOT), "decoder": os.path.relpath(args.decoder, ROOT),
         "codec_id": meta["codec_id"], "codec": {"family": meta["family"], **encoder.config},
