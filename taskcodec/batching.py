@@ -81,8 +81,8 @@ def encode_sources(
 def check_claimed_sizes(records: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Refuse records claiming more than ``max_pixels`` before any decoding work.
 
-    The decoder's own bound (``MAX_LATENT_SYMBOLS``) still lets a 5-byte record claim an image
-    whose decoding takes seconds and gigabytes; this cheaper, tighter bound stops that.
+    The decoder itself refuses sizes over ``MAX_DECODE_PIXELS`` (the default here); this check
+    applies a caller's own ``--max-pixels``, before any record is decoded.
     """
     for k, record in enumerate(records):
         h, w, _ = unpack_record(record)
