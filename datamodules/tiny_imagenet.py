@@ -82,7 +82,7 @@ def download_and_verify(url: str, dest: str | Path, md5: str) -> Path:
 
 
 class TinyImageNetDataModule(InMemoryDataModule):
-    """The first ``num_classes`` classes of Tiny ImageNet, decoded into memory once.
+    """Classes ``first_class .. first_class + num_classes - 1`` of Tiny ImageNet, decoded into memory once.
 
     ``train_set`` is train minus a seeded, stratified hold-out of ``holdout_per_class`` images
     per class (augmented if ``augment``); ``holdout_set`` is that hold-out (Lightning's "val",
@@ -94,6 +94,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         self,
         root: str,
         num_classes: int = 10,
+        first_class: int = 0,
         train_per_class: int | None = None,
         holdout_per_class: int = 50,
         batch_size: int = 128,
@@ -107,6 +108,8 @@ class TinyImageNetDataModule(InMemoryDataModule):
         super().__init__(batch_size, num_workers, pin_memory)
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        if first_class < 0:
+            raise ConfigError(f"first_class must be >= 0, got {first_class}")
         if holdout_per_class < 0:
             raise ConfigError(f"holdout_per_class must be >= 0, got {holdout_per_class}")
         if train_per_class is not None and train_per_class <= holdout_per_class:
@@ -117,6 +120,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         self.save_hyperparameters()
         self.root = root
         self.num_classes = num_classes
+        self.first_class = first_class
         self.train_per_class = train_per_class
         self.holdout_per_class = holdout_per_class
         self.seed = seed
@@ -160,12 +164,12 @@ class TinyImageNetDataModule(InMemoryDataModule):
         wnids = tree.text_lines("wnids.txt")
         if len(set(wnids)) != len(wnids):
             raise DataError(f"{tree.where('wnids.txt')} lists a class twice; {_LAYOUT_HINT}")
-        if self.num_classes > len(wnids):
+        if self.first_class + self.num_classes > len(wnids):
             raise ConfigError(
-                f"num_classes={self.num_classes} but {tree.where('wnids.txt')} lists only {len(wnids)} "
-                f"classes; set data.num_classes <= {len(wnids)}"
+                f"first_class={self.first_class} + num_classes={self.num_classes} but {tree.where('wnids.txt')} "
+                f"lists only {len(wnids)} classes; set data.first_class + data.num_classes <= {len(wnids)}"
             )
-        self.class_names = wnids[: self.num_classes]
+        self.class_names = wnids[self.first_class : self.first_class + self.num_classes]
         wanted = set(self.class_names)
         words = {}
         if tree.exists("words.txt"):  # only names for printing, so a missing file is no error
@@ -235,7 +239,8 @@ class TinyImageNetDataModule(InMemoryDataModule):
                 boxes.append(box)
         if not files:
             raise DataError(
-                f"{tree.where('val/val_annotations.txt')} has no images of the first {self.num_classes} classes"
+                f"{tree.where('val/val_annotations.txt')} has no images of classes {self.first_class}.."
+                f"{self.first_class + self.num_classes - 1}"
             )
         self.test_set = ArrayImageDataset(
             self._decode(tree, files, "val"),
