@@ -119,7 +119,7 @@ def compare(packed: torch.Tensor, memory: torch.Tensor) -> dict:
 def train_server(args: argparse.Namespace, datamodule: pl.LightningDataModule) -> tuple[float, float]:
     """Same seed, epochs, batch size and schedule for both runs; returns (test top-1, seconds)."""
     pl.seed_everything(args.seed, workers=True)
-    model = ServerModule(args.decoder, lr=args.lr, weight_decay=1e-4, reset=True)
+    model = ServerModule(args.decoder, lr=args.lr, weight_decay=1e-4, reset="all")
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, deterministic=True, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
@@ -159,7 +159,7 @@ def main() -> None:
         "encoder": os.path.relpath(args.encoder, ROOT), "decoder": os.path.relpath(args.decoder, ROOT),
         "codec_id": meta["codec_id"], "codec": {"family": meta["family"], **encoder.config},
         "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "optimizer": "AdamW, weight decay 1e-4, 0.3-epoch warm-up then cosine", "reset": True},
+                     "optimizer": "AdamW, weight decay 1e-4, 0.3-epoch warm-up then cosine", "reset": "all"},
     }  # fmt: skip
     folders = {}
     for split in ("train", "val"):

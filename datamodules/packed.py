@@ -16,20 +16,25 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, TensorDataset
 
+from datamodules.arrays import stratified_split
+from taskcodec.adapt import server_codec
 from taskcodec.batching import decode_latents  # bounds claimed sizes itself
 from taskcodec.bitstream import unpack_record
 from taskcodec.container import read_container
 from taskcodec.errors import ConfigError, DataError
-from taskcodec.export import load_decoder
 from taskcodec.pack import read_manifest, shard_paths
 
 DECODE_BATCH = 512
 
 
 def read_packed_latents(folder: str | Path, decoder_path: str | Path) -> tuple[TensorDataset, dict]:
-    """All ``(y_hat, label)`` of a complete pack folder, checked against the decoder's model id."""
+    """All ``(y_hat, label)`` of a complete pack folder, checked against the model id of an export.
+
+    ``decoder_path`` may be the decoder or the encoder file: both hold the entropy stage.
+    """
     plan = read_manifest(folder)
-    codec, meta = load_decoder(decoder_path)
+    codec, meta = server_codec(decoder_path)  # the export's entropy stage on a decoder side
+    codec.eval()
     if plan["codec_id"] != meta["codec_id"]:
         raise DataError(
             f"{folder} was packed with model {plan['codec_id']}, but {decoder_path} is model {meta['codec_id']}; "
@@ -57,7 +62,9 @@ class PackedLatentDataModule(pl.LightningDataModule):
     """Train/val/test loaders of ``(y_hat, label)`` from pack folders made with the same model.
 
     ``train`` is required; ``val`` and ``test`` are optional pack folders (``test`` defaults to
-    ``val``). ``num_classes`` and ``latent_shape`` are known after ``setup()``.
+    ``val``). Without a ``val`` folder, ``holdout_per_class`` > 0 holds a seeded, stratified sample
+    of each class out of ``train`` as ``val`` (and ``test``, unless a test folder is given).
+    ``num_classes`` and ``latent_shape`` are known after ``setup()``.
     """
 
     def __init__(
@@ -69,10 +76,17 @@ class PackedLatentDataModule(pl.LightningDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = False,
+        holdout_per_class: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if holdout_per_class < 0 or (holdout_per_class and val is not None):
+            raise ConfigError(
+                f"holdout_per_class={holdout_per_class}: must be >= 0, and 0 when a val pack folder is given"
+            )
+        self.holdout_per_class, self.seed = holdout_per_class, seed
         self.save_hyperparameters()
         self.folders = {"train": train, "val": val, "test": test or val}
         self.decoder = decoder
@@ -99,6 +113,13 @@ class PackedLatentDataModule(pl.LightningDataModule):
             self._image_sizes |= set(plan["image_sizes"])
             self.image_size = next(iter(self._image_sizes)) if len(self._image_sizes) == 1 else None
             self.sets[split] = dataset
+            if split == "train" and self.holdout_per_class:
+                latents, labels = dataset.tensors
+                keep, held = stratified_split(labels.numpy(), self.holdout_per_class, self.seed)
+                self.sets["train"] = TensorDataset(latents[keep], labels[keep])
+                self.sets["val"] = TensorDataset(latents[held], labels[held])
+                if self.folders["test"] is None:
+                    self.sets["test"] = self.sets["val"]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

@@ -121,15 +121,23 @@ class LabelledImages:
         return self._read(self.names[i])
 
 
-def tiny_imagenet_split(root: str | Path, split: str = "train", num_classes: int | None = None) -> LabelledImages:
-    """Tiny ImageNet's ``train`` or ``val`` split (the official layout, in a zip or a folder)."""
+def tiny_imagenet_split(
+    root: str | Path, split: str = "train", num_classes: int | None = None, first_class: int = 0
+) -> LabelledImages:
+    """Tiny ImageNet's ``train`` or ``val`` split (the official layout, in a zip or a folder).
+
+    Classes are ``num_classes`` wnids of ``wnids.txt`` from ``first_class`` on (all the rest when
+    ``num_classes`` is None), relabelled 0..K-1.
+    """
     if split not in ("train", "val"):
         raise DataError(f"Tiny ImageNet split must be 'train' or 'val', got {split!r}")
+    if first_class < 0 or (num_classes is not None and num_classes < 1):
+        raise DataError(f"need first_class >= 0 and num_classes >= 1, got {first_class} and {num_classes}")
     path = locate_tiny_imagenet(root)
     if path is None:
         raise DataError(f"no Tiny ImageNet zip or folder at {root}; {_LAYOUT_HINT}")
     tree = _TinyImageNetTree(path)
-    wnids = tree.text_lines("wnids.txt")[:num_classes]
+    wnids = tree.text_lines("wnids.txt")[first_class : None if num_classes is None else first_class + num_classes]
     label_of = {w: k for k, w in enumerate(wnids)}
     words = {}
     if tree.exists("words.txt"):
@@ -150,7 +158,9 @@ def tiny_imagenet_split(root: str | Path, split: str = "train", num_classes: int
                 names.append(f"val/images/{fields[0]}")
                 labels.append(label_of[fields[1]])
     if not names:
-        raise DataError(f"{tree.where(split)} holds no images of the first {len(wnids)} classes; {_LAYOUT_HINT}")
+        raise DataError(
+            f"{tree.where(split)} holds no images of classes {first_class}..{first_class + len(wnids) - 1}; {_LAYOUT_HINT}"
+        )
     return LabelledImages(names, labels, wnids, [words.get(w, w) for w in wnids], tree.read)
 
 

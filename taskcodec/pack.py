@@ -38,12 +38,15 @@ def shard_name(i: int) -> str:
     return f"shard-{i:05d}"
 
 
-def open_source(source: str | os.PathLike, kind: str = "auto", split: str = "train", num_classes: int | None = None) -> LabelledImages:
+def open_source(
+    source: str | os.PathLike, kind: str = "auto", split: str = "train", num_classes: int | None = None,
+    first_class: int = 0,
+) -> LabelledImages:  # fmt: skip
     """The labelled images of a Tiny ImageNet zip/folder or a class-per-folder tree."""
     if kind == "auto":
         kind = "tiny-imagenet" if locate_tiny_imagenet(source) is not None else "image-folder"
     if kind == "tiny-imagenet":
-        return tiny_imagenet_split(source, split, num_classes)
+        return tiny_imagenet_split(source, split, num_classes, first_class)
     if kind == "image-folder":
         return image_folder_split(source, IMAGE_EXTENSIONS)
     raise ConfigError(f"dataset kind must be auto, tiny-imagenet or image-folder, got {kind!r}")

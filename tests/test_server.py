@@ -9,7 +9,8 @@ import torch
 from conftest import CPU, compose_cfg
 from tiny_codec import SAMPLE, export_tiny
 
-from lightning_modules.server import ServerModule, server_parts
+from lightning_modules.server import ServerModule
+from taskcodec.adapt import server_parts
 from taskcodec.cli import main
 from train import train
 
@@ -44,7 +45,7 @@ def test_train_py_fits_the_server_from_packs(packs, tmp_path) -> None:
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert {"train/loss", "train/acc", "val/acc", "test/acc"} <= set(header.split(","))
 
-    fresh = ServerModule(packs["decoder"], reset=False)
+    fresh = ServerModule(packs["decoder"], reset="none")
     trained = torch.load(result["final_ckpt"], weights_only=False)["state_dict"]
     entropy = {k: v for k, v in trained.items() if k.startswith("codec.entropy.")}
     assert entropy and all(torch.equal(v, fresh.state_dict()[k]) for k, v in entropy.items())  # frozen
@@ -53,9 +54,9 @@ def test_train_py_fits_the_server_from_packs(packs, tmp_path) -> None:
 
 
 def test_reset_reinitialises_server_parts_only(packs) -> None:
-    kept = ServerModule(packs["decoder"], reset=False).codec
+    kept = ServerModule(packs["decoder"], reset="none").codec
     torch.manual_seed(1)
-    reset = ServerModule(packs["decoder"], reset=True).codec
+    reset = ServerModule(packs["decoder"], reset="all").codec
     assert server_parts(reset) == ["g_s", "tail"]
     before = _state({name: getattr(kept, name) for name in server_parts(kept)})
     after = _state({name: getattr(reset, name) for name in server_parts(reset)})

@@ -61,6 +61,13 @@ class TaskCodecBase(CompressionModel):
         """Start every part the reference classifier has from its weights; returns skipped names."""
         raise NotImplementedError
 
+    def classifier_head_prefixes(self) -> list[str]:
+        """State-dict prefixes of the final class layer, re-initialised when a server learns new classes.
+
+        Families that return none still get a new head wherever the class count changes its shape.
+        """
+        return []
+
     def reference_modules(self, side: str = "both") -> list[nn.Module]:
         """The modules that come from the reference classifier (own learning rate, optional freezing).
 

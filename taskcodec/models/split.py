@@ -53,6 +53,17 @@ def _resolve_split(model: nn.Module, split: str | int, name: str) -> dict:
     raise ConfigError(f"split {split!r} is not a stage of {name!r}; choose one of {names} (or an index)")
 
 
+class LinearProbe(nn.Module):
+    """The cheapest server: global-average-pool the decoded latent, then one linear layer."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x.mean(dim=(-2, -1)))
+
+
 class TimmTail(nn.Module):
     """The server's remaining stages of a timm model, then its own ``forward_head``."""
 
@@ -84,14 +95,18 @@ class SplitCodec(TaskCodecBase):
         downsample: int = 0,
         entropy: str = "factorized",
         z_channels: int = 16,
+        server: str = "tail",
     ) -> None:
+        if server not in ("tail", "linear"):
+            raise ConfigError(f"split codec server must be 'tail' or 'linear', got {server!r}")
         if M < 1 or downsample < 0 or num_classes < 1 or z_channels < 1 or (N is not None and N < 1):
             raise ConfigError(
                 f"split codec needs M, num_classes, z_channels, N >= 1 and downsample >= 0; "
                 f"got M={M}, num_classes={num_classes}, z_channels={z_channels}, N={N}, downsample={downsample}"
             )
         super().__init__(dict(classifier=classifier, num_classes=num_classes, split=split, M=M, N=N,
-                              downsample=downsample, entropy=entropy, z_channels=z_channels))  # fmt: skip
+                              downsample=downsample, entropy=entropy, z_channels=z_channels)
+                         | ({"server": server} if server != "tail" else {}))  # fmt: skip  (old ids unchanged)
         net = create_timm(classifier, pretrained=False, num_classes=num_classes).eval()
         stage = _resolve_split(net, split, classifier)
         items = _stages(net, stage["module"])
@@ -116,11 +131,11 @@ class SplitCodec(TaskCodecBase):
                          ("bottleneck", nn.Sequential(*analysis))])
         )  # fmt: skip
         self.entropy = build_entropy(entropy, M, N, z_channels, z_stages=1)
-        self.g_s = nn.Sequential(*synthesis)
+        self.g_s = nn.Sequential(*synthesis) if server == "tail" else nn.Identity()
         for name, _ in front:  # the server's copy of the model keeps no client stages
             parent, _, leaf = name.rpartition(".")
             setattr(net.get_submodule(parent) if parent else net, leaf, nn.Identity())
-        self.tail = TimmTail(net, tail_names)
+        self.tail = TimmTail(net, tail_names) if server == "tail" else LinearProbe(M, num_classes)
         self.analysis_stride = int(stage["reduction"]) * 2**downsample
         self.latent_channels = M
         self.train()
@@ -153,9 +168,17 @@ class SplitCodec(TaskCodecBase):
     def synthesis(self, y_hat: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
         return {"logits": self.tail(self.g_s(y_hat))}
 
+    def classifier_head_prefixes(self) -> list[str]:
+        if isinstance(self.tail, LinearProbe):
+            return ["tail.fc."]
+        head = self.tail.model.get_classifier()
+        name = next(n for n, m in self.tail.model.named_modules() if m is head)
+        return [f"tail.model.{name}."]
+
     def reference_modules(self, side: str = "both") -> list[nn.Module]:
         front = [self.g_a.get_submodule(n) for n in self._front_names.values()]
-        return {"encoder": front, "decoder": [self.tail.model]}.get(side, front + [self.tail.model])
+        back = [self.tail.model] if isinstance(self.tail, TimmTail) else []
+        return {"encoder": front, "decoder": back}.get(side, front + back)
 
     def init_from_reference(self, path: str) -> list[str]:
         """Front stages into ``g_a``, the rest into the tail; every tensor must fit."""
@@ -168,6 +191,8 @@ class SplitCodec(TaskCodecBase):
             else:
                 tail[k] = v
         missing, unexpected = self.g_a.load_state_dict(front, strict=False)
+        if not isinstance(self.tail, TimmTail):
+            raise ConfigError("a split codec with server='linear' has no classifier tail to start from a reference")
         missing_tail, unexpected_tail = self.tail.model.load_state_dict(tail, strict=False)
         bad = [*unexpected, *unexpected_tail]
         stale = [k for k in missing + missing_tail if not k.startswith("bottleneck.")]

@@ -1,0 +1,122 @@
+"""`taskcodec adapt`: a new server for an unchanged client, on an image folder the codec never saw."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_codec import SAMPLE, export_tiny
+
+from datamodules.packed import PackedLatentDataModule
+from lightning_modules.server import ServerModule
+from taskcodec.adapt import server_codec
+from taskcodec.cli import main
+from taskcodec.errors import ConfigError
+from taskcodec.export import load_decoder, load_encoder, read_export
+
+
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory) -> dict:
+    """A user's own classes as an ImageFolder (two classes the tiny codec was not labelled with)."""
+    tmp = tmp_path_factory.mktemp("adapt")
+    _, enc, dec = export_tiny(tmp / "export")
+    folder = tmp / "my_images"
+    for cls, wnid in (("cats", "n01443537"), ("dogs", "n01641577")):
+        (folder / cls).mkdir(parents=True)
+        for f in sorted((SAMPLE / "train" / wnid / "images").glob("*.JPEG")):
+            shutil.copy(f, folder / cls / f.name.replace(".JPEG", ".jpg"))
+    return {"encoder": enc, "decoder": dec, "folder": folder, "tmp": tmp}
+
+
+def test_adapt_writes_a_decoder_that_classify_uses(user_data, capsys) -> None:
+    out = user_data["tmp"] / "adapted"
+    args = ["adapt", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(out),
+            "--epochs", "1", "--holdout-per-class", "1", "--batch-size", "4", "--threads", "1", "-q"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "adapt.json").read_text())
+    assert summary["num_classes"] == 2 and summary["train_images"] == summary["images"] - 2
+    assert 0 <= summary["holdout_top1"] <= 1 and summary["record_bytes_per_image"] > 0
+
+    client = read_export(user_data["encoder"])
+    decoder, meta = load_decoder(Path(summary["decoder"]))
+    assert meta["codec_id"] == client["codec_id"]  # the client's id: its containers are accepted
+    assert meta["class_names"] == ["cats", "dogs"] and decoder.config["num_classes"] == 2
+    assert meta["adapted"]["server_id"] != client["codec_id"]
+    assert (out / f"encoder-{client['codec_id']}.pt").read_bytes() == Path(user_data["encoder"]).read_bytes()
+    exported = read_export(summary["decoder"])["state_dict"]
+    for k, v in client["state_dict"].items():  # the entropy stage is exactly the client's
+        if k.startswith("entropy."):
+            assert torch.equal(exported[k], v)
+
+    # the unchanged client compresses; the new decoder classifies into the user's classes
+    tc = user_data["tmp"] / "tc"
+    assert main(["compress", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(tc), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["classify", str(tc), "-m", summary["decoder"], "--format", "json", "-q"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == summary["images"]
+    assert {r["top"][0]["name"] for r in rows} <= {"cats", "dogs"}
+
+    # same labels as the in-memory server on the same latents
+    encoder, _ = load_encoder(user_data["encoder"])
+    files = sorted((user_data["folder"]).rglob("*.jpg"))
+    from taskcodec.io import load_image
+
+    x = torch.stack([load_image(f) for f in files])
+    expected = decoder.decode(encoder.encode(x))["logits"].argmax(1)
+    by_name = {Path(r["file"]).name.split(".")[0]: r["top"][0]["name"] for r in rows}
+    got = [by_name[f.stem] for f in files]
+    assert got == [meta["class_names"][i] for i in expected.tolist()]
+
+
+def test_adapt_resumes_its_pack_and_linear_probe(user_data) -> None:
+    out = user_data["tmp"] / "linear"
+    common = [str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(out), "--epochs", "1",
+              "--holdout-per-class", "0", "--batch-size", "4", "--threads", "1", "-q"]  # fmt: skip
+    assert main(["adapt", *common, "--server", "linear"]) == 0
+    decoder, meta = load_decoder(json.loads((out / "adapt.json").read_text())["decoder"])
+    assert decoder.config["server"] == "linear" and meta["adapted"]["holdout_top1"] is None
+    assert sum(p.numel() for p in decoder.tail.parameters()) == (8 + 1) * 2  # M=8 latent channels -> 2 classes
+    assert main(["adapt", *common, "--server", "linear"]) == 0  # the pack is reused, not redone
+
+
+def test_init_decoder_keeps_the_server_but_renews_the_class_layer(user_data) -> None:
+    old, _ = load_decoder(user_data["decoder"])
+    module = ServerModule(str(user_data["decoder"]), reset="head", num_classes=2)
+    new = module.codec
+    for k, v in old.g_s.state_dict().items():
+        assert torch.equal(new.g_s.state_dict()[k], v)
+    assert new.tail.model.fc.weight.shape == (2, old.tail.model.fc.weight.shape[1])
+    same = ServerModule(str(user_data["decoder"]), reset="head").codec  # same class count: still a new layer
+    assert not torch.equal(same.tail.model.fc.weight, old.tail.model.fc.weight)
+    assert all(not p.requires_grad for p in new.entropy.parameters())
+
+
+def test_adapt_refuses_mismatched_inputs(user_data, tmp_path, capsys) -> None:
+    _, other_enc, other_dec = export_tiny(tmp_path / "other", split="layer2")
+    args = ["adapt", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(tmp_path / "x"),
+            "--init-decoder", str(other_dec), "-q"]  # fmt: skip
+    assert main(args) == 2
+    assert "model ids differ" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="encoder file"):
+        server_codec(other_enc, reset="head")
+    with pytest.raises(ConfigError, match="reset"):
+        server_codec(other_enc, reset="some")
+    assert main(["adapt", str(tmp_path / "missing"), "-m", str(user_data["encoder"]), "-o", str(tmp_path / "y"), "-q"]) == 2
+    assert main(["adapt", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(tmp_path / "z"),
+                 "--epochs", "0", "-q"]) == 2  # fmt: skip
+
+
+def test_packed_holdout_is_stratified(user_data, tmp_path) -> None:
+    folder = tmp_path / "pack"
+    assert main(["pack", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(folder), "-q"]) == 0
+    data = PackedLatentDataModule(str(folder), str(user_data["encoder"]), holdout_per_class=2, seed=0)
+    data.setup()
+    held = data.sets["val"].tensors[1]
+    assert sorted(held.tolist()) == [0, 0, 1, 1] and data.sets["test"] is data.sets["val"]
+    assert len(data.sets["train"]) + 4 == sum(1 for _ in user_data["folder"].rglob("*.jpg"))
+    with pytest.raises(ConfigError):
+        PackedLatentDataModule(str(folder), str(user_data["encoder"]), val=str(folder), holdout_per_class=1)
