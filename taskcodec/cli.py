@@ -1,4 +1,4 @@
-"""``taskcodec`` command line. Plain PyTorch: it never imports Lightning, Hydra or the datamodules.
+"""``taskcodec`` command line. Plain PyTorch: only ``adapt`` (which trains) imports Lightning.
 
     taskcodec compress IMAGES|DIRS -m ENCODER -o OUT [--archive]   images -> .tc files (or one archive)
     taskcodec classify FILES -m DECODER [--topk K] [--format F]    .tc/.tca files -> labels
@@ -6,6 +6,8 @@
     taskcodec info FILE                                            a container, pack, shard or export
     taskcodec pack DATASET -m ENCODER -o DIR                       dataset -> WebDataset shards (resumable)
     taskcodec export CKPT [--out DIR]                              encoder/decoder files from a checkpoint
+    taskcodec adapt DATASET -m ENCODER -o DIR                      a new server (decoder) for your classes
+    taskcodec analyze IMAGES -m ENCODER [--jpeg-quality Q] -o DIR  where the bits go: bit maps + JSON
 
 Exit codes: 0 success; 2 an error in the input, files or arguments (one line on stderr, no
 traceback); 1 an unexpected internal error (a bug: set TASKCODEC_DEBUG=1 for the traceback);
@@ -146,18 +148,87 @@ def _info(args: argparse.Namespace) -> None:
     print(describe(args.file))
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    import json
+
+    from taskcodec.analysis.bits import jpeg_bit_map, learned_bit_maps, render_grid
+    from taskcodec.baselines import JPEG
+    from taskcodec.errors import ConfigError
+    from taskcodec.io import find_images, read_rgb, to_tensor
+
+    if not args.model and not args.jpeg_quality:
+        raise ConfigError("nothing to analyse: give an encoder (-m encoder-<id>.pt) and/or --jpeg-quality Q")
+    if args.grid < 0:
+        raise ConfigError(f"--grid must be >= 0, got {args.grid}")
+    items = find_images(args.inputs)
+    jpegs = [JPEG(q) for q in args.jpeg_quality or []]
+    encoder = label = None
+    if args.model:
+        from taskcodec.export import load_encoder
+
+        encoder, meta = load_encoder(args.model)
+        label = f"{meta['family']}-{meta['codec_id']}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, shown, maps = [], [], {}
+    with _bar(args, len(items), "analyze") as bar:
+        for path, name in items:
+            image = read_rgb(path, max_pixels=args.max_pixels)
+            found = {}
+            if encoder is not None:
+                x = to_tensor(image)[None]
+                found[label] = (learned_bit_maps(encoder, x)[0], {"payload_bytes": len(encoder.compress(x)["payloads"][0])})
+            for codec in jpegs:
+                enc = codec.encode(image)
+                found[f"jpeg-{codec.setting}"] = (jpeg_bit_map(enc.data), {"file_bytes": enc.file_bytes, "payload_bytes": enc.payload_bytes})
+            rows.append({"name": name, "height": image.shape[0], "width": image.shape[1], "codecs": {
+                k: {"total_bits": m.total_bits, "padding_bits": m.padding_bits, "parts": m.parts, **extra, "cells": m.cells}
+                for k, (m, extra) in found.items()}})  # fmt: skip
+            if len(shown) < args.grid:
+                shown.append((image, name))
+                for k, (m, _) in found.items():
+                    maps.setdefault(k, []).append(m.bits)
+            bar.update(1)
+    tmp = out / "bits.json.part"
+    tmp.write_text(json.dumps({"encoder": args.model, "jpeg_qualities": args.jpeg_quality or [], "images": rows}, indent=1))
+    os.replace(tmp, out / "bits.json")
+    if shown:
+        render_grid([im for im, _ in shown], maps, out / "bitmaps.png.part", names=[n for _, n in shown])
+        os.replace(out / "bitmaps.png.part", out / "bitmaps.png")
+    print(f"{len(rows)} images -> {out}/bits.json" + (f", {out}/bitmaps.png ({len(shown)} shown)" if shown else ""))
+
+
 def _pack(args: argparse.Namespace) -> None:
     from taskcodec.batching import set_threads
     from taskcodec.export import load_encoder
     from taskcodec.pack import open_source, pack
 
     threads = set_threads(args.threads)
-    images = open_source(args.dataset, args.kind, args.split, args.num_classes)
+    images = open_source(args.dataset, args.kind, args.split, args.num_classes, args.first_class)
     codec, meta = load_encoder(args.model)
     with _bar(args, len(images), "pack") as bar:
         plan = pack(codec, meta, images, args.out, str(args.dataset), args.split, args.shard_size,
                     args.batch_size, threads, bar.update, names=not args.no_names)  # fmt: skip
     print(f"{plan['count']} images in {plan['num_shards']} shards -> {args.out}, model {plan['codec_id']}")
+
+
+def _adapt(args: argparse.Namespace) -> None:
+    from taskcodec.batching import set_threads
+    from taskcodec.errors import ConfigError
+
+    threads = set_threads(args.threads)
+    try:  # training is Lightning's job: only this command needs it, the others stay Lightning-free
+        from lightning_modules.server import adapt
+    except ImportError as e:
+        raise ConfigError(f"`taskcodec adapt` needs pytorch-lightning and the repository's packages: {e}") from e
+    with _bar(args, None, "compress") as bar:
+        summary = adapt(args.model, args.dataset, args.out, init_decoder=args.init_decoder, server=args.server,
+                        kind=args.kind, num_classes=args.num_classes, first_class=args.first_class,
+                        holdout_per_class=args.holdout_per_class, epochs=args.epochs, lr=args.lr,
+                        batch_size=args.batch_size, seed=args.seed, threads=threads, progress=bar.update)  # fmt: skip
+    held = summary["holdout_top1"]
+    print(f"{summary['images']} images of {summary['num_classes']} classes, {summary['record_bytes_per_image']:.1f} bytes/image; "
+          f"hold-out top-1 {'n/a' if held is None else f'{held:.3f}'}; decoder -> {summary['decoder']}")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,16 +269,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder (shards + manifest.json)")
     p.add_argument("--kind", choices=("auto", "tiny-imagenet", "image-folder"), default="auto")
     p.add_argument("--split", choices=("train", "val"), default="train", help="Tiny ImageNet split")
-    p.add_argument("--num-classes", type=int, default=None, help="Tiny ImageNet: the first K classes")
+    p.add_argument("--num-classes", type=int, default=None, help="Tiny ImageNet: K classes (default: all)")
+    p.add_argument("--first-class", type=int, default=0, help="Tiny ImageNet: the first class index (default 0)")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
     p.add_argument("--no-names", action="store_true", help="store labels and records only (names are most of a pack's bytes)")
+    p = command("adapt", _adapt, "train a server for your own classes on an exported client's bytes; "
+                "writes a decoder for `classify` (the client and its bytes stay as they are)")
+    p.add_argument("dataset", help="Tiny ImageNet zip/folder, or a class-per-folder tree of your images")
+    p.add_argument("-m", "--model", required=True, help="encoder-<id>.pt of the deployed client")
+    p.add_argument("-o", "--out", required=True, help="output folder: decoder-<id>.pt, a copy of the encoder, packs/, adapt.json")
+    p.add_argument("--init-decoder", help="start the server from this decoder-<id>.pt (new class layer); default: from scratch")
+    p.add_argument("--server", choices=("tail", "linear"), default=None,
+                   help="split family: the full server (g_s + classifier tail) or a linear probe on the latent")
+    p.add_argument("--kind", choices=("auto", "tiny-imagenet", "image-folder"), default="auto")
+    p.add_argument("--num-classes", type=int, default=None, help="Tiny ImageNet: how many classes (default: all)")
+    p.add_argument("--first-class", type=int, default=0, help="Tiny ImageNet: the first class index (default 0)")
+    p.add_argument("--holdout-per-class", type=int, default=10, help="images per class held out to report top-1 (default 10)")
+    p.add_argument("--epochs", type=int, default=10, help="server training epochs (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0)
     p = command("export", _export, "write encoder/decoder files from a joint-codec checkpoint")
     p.add_argument("ckpt", help="Lightning checkpoint written by train.py (model=joint)")
     p.add_argument("--out", help="output folder (default: <run dir>/export)")
-    for name in ("compress", "classify", "decompress"):
+    p = command("analyze", _analyze, "where the bits go: per-pixel bit maps (learned codec and/or JPEG) as PNG + JSON")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("-m", "--model", help="encoder-<id>.pt from `taskcodec export` (any codec family)")
+    p.add_argument("--jpeg-quality", type=int, action="append", help="also map JPEG at this quality (repeatable)")
+    p.add_argument("-o", "--out", required=True, help="output folder: bits.json and bitmaps.png")
+    p.add_argument("--grid", type=int, default=8, help="images drawn in bitmaps.png (default 8; 0: none)")
+    for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")
-    for name in ("compress", "classify", "pack"):
+    for name in ("compress", "classify", "pack", "adapt"):
         p = sub.choices[name]
         p.add_argument("--batch-size", type=int, default=32, help="images per network call (default 32)")
         p.add_argument("--threads", type=int, default=None, help="torch/decoder threads (default: all cores)")
