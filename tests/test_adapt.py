@@ -120,3 +120,15 @@ def test_packed_holdout_is_stratified(user_data, tmp_path) -> None:
     assert len(data.sets["train"]) + 4 == sum(1 for _ in user_data["folder"].rglob("*.jpg"))
     with pytest.raises(ConfigError):
         PackedLatentDataModule(str(folder), str(user_data["encoder"]), val=str(folder), holdout_per_class=1)
+
+
+@pytest.mark.parametrize("family,kwargs", [("split", {}), ("hyperprior", {"head": "latent"}), ("hyperprior", {"head": "pixel"})])
+def test_every_family_names_its_class_layer(family, kwargs, tmp_path) -> None:
+    codec, _, dec = export_tiny(tmp_path, family, **kwargs)
+    (prefix,) = codec.classifier_head_prefixes()
+    head = {k: v for k, v in codec.state_dict().items() if k.startswith(prefix)}
+    assert head and next(iter(head.values())).shape[0] == 3  # the 3-class layer, nothing else
+    renewed = server_codec(dec, reset="head")[0].state_dict()
+    kept = server_codec(dec, reset="none")[0].state_dict()
+    assert all(not torch.equal(renewed[k], v) for k, v in head.items() if v.ndim > 1)
+    assert all(torch.equal(kept[k], v) for k, v in head.items())

@@ -107,6 +107,12 @@ class HyperpriorCodec(TaskCodecBase):
     def _classifier_body(self) -> nn.Module:
         return self.classifier.model if self.has_pixels else self.classifier
 
+    def classifier_head_prefixes(self) -> list[str]:
+        body = self._classifier_body()
+        head = body.get_classifier()
+        name = next(n for n, m in body.named_modules() if m is head)
+        return [f"classifier.{'model.' if self.has_pixels else ''}{name}."]
+
     def reference_modules(self, side: str = "both") -> list[nn.Module]:
         return [] if side == "encoder" else [self.classifier]
 
