@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import struct
 from pathlib import Path
@@ -15,16 +16,20 @@ from taskcodec.baselines import (
     AVIF,
     DEFAULT_SWEEPS,
     JPEG,
+    BlockAverage,
     Downsample,
     DownsampleJPEG,
     Identity,
+    JPEGQTable,
     WebP,
     available_codecs,
     avif_backend,
     avif_payload_bytes,
     jpeg_payload_bytes,
     jpeg_scan_sizes,
+    libjpeg_scaled,
     make_codec,
+    png_payload_bytes,
     webp_payload_bytes,
 )
 from taskcodec.errors import CodecError, ConfigError
@@ -306,3 +311,180 @@ def test_available_codecs_and_sweeps():
     assert ("avif" in names) == (avif_backend() is not None)
     assert DEFAULT_SWEEPS["jpeg"] == [5, 10, 20, 30, 50, 75, 90, 95]
     assert DEFAULT_SWEEPS["avif"] == sorted(DEFAULT_SWEEPS["avif"])
+
+
+# --------------------------------------------------------------------------- block average + side channel
+
+BLOCK_AVERAGE_SETTINGS = [
+    {"factor": 2, "levels": 0, "small": "png"},
+    {"factor": 2, "levels": 4, "small": "png"},
+    {"factor": 3, "levels": 8, "small": "webp_lossless"},
+    {"factor": 4, "levels": 2, "small": "jpeg", "quality": 50},
+    {"factor": 4, "levels": 4, "small": "webp", "quality": 30},
+]
+
+
+def _block_average_parts(data: bytes) -> tuple[int, bytes, bytes]:
+    """(flags, small-image bytes, side-channel bytes) of a block-average file, parsed independently."""
+    flags, pos = data[0], 2
+    if not (flags >> 3) & 3:
+        return flags, data[2:], b""
+    length, shift = 0, 0
+    while True:
+        length |= (data[pos] & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not data[pos - 1] & 0x80:
+            break
+    return flags, data[pos : pos + length], data[pos + length :]
+
+
+@pytest.mark.parametrize(
+    "setting", BLOCK_AVERAGE_SETTINGS, ids=lambda s: make_codec("block_average", s).setting
+)
+@pytest.mark.parametrize("shape", [(64, 64), (37, 23), (1, 1)])
+def test_block_average_round_trip_and_bytes(setting, shape, image):
+    codec = make_codec("block_average", setting)
+    h, w = shape
+    enc = codec.encode(np.ascontiguousarray(image[:h, :w]))
+    assert enc.decoded.shape == (h, w, 3) and enc.decoded.dtype == np.uint8
+    assert enc.file_bytes == len(enc.data) and 0 < enc.payload_bytes < enc.file_bytes
+    np.testing.assert_array_equal(BlockAverage(2, 0).decode(enc.data), enc.decoded)  # from the bytes alone
+    flags, small, side = _block_average_parts(enc.data)
+    assert (flags & 7) + 1 == setting["factor"]
+    k = setting["factor"]
+    with Image.open(io.BytesIO(small)) as im:
+        assert im.size == (math.ceil(w / k), math.ceil(h / k))
+    if setting["levels"]:
+        bits = math.ceil(h / k) * math.ceil(w / k) * int(math.log2(setting["levels"]))
+        raw = math.ceil(bits / 8)
+        assert 0 < len(side) <= raw and (len(side) == raw or flags & 32)  # raw, or deflate when shorter
+    small_payload = {"png": png_payload_bytes, "jpeg": jpeg_payload_bytes}.get(
+        setting["small"], webp_payload_bytes
+    )
+    assert enc.payload_bytes == small_payload(small) + len(side)
+
+
+def test_block_average_side_channel_is_counted_and_used(image):
+    plain = BlockAverage(2, levels=0).encode(image)
+    side = BlockAverage(2, levels=4).encode(image)
+    _, small_plain, _ = _block_average_parts(plain.data)
+    _, small_side, side_bytes = _block_average_parts(side.data)
+    assert small_plain == small_side  # the same small image; the rest is the side channel and its length
+    assert side.file_bytes == plain.file_bytes + len(side_bytes) + 2  # 2: the LEB128 length of 1000+ B
+    # without a side channel and losslessly coded, it is exactly Downsample's reconstruction
+    np.testing.assert_array_equal(plain.decoded, Downsample(2).encode(image).decoded)
+    # textured blocks get their variation back: more high-frequency energy than the plain upsampling
+    hf = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert hf(plain.decoded) < hf(side.decoded) and not np.array_equal(plain.decoded, side.decoded)
+    # deterministic: encoding twice gives the same bytes and the same pixels
+    again = BlockAverage(2, levels=4).encode(image)
+    assert again.data == side.data and np.array_equal(again.decoded, side.decoded)
+
+
+def test_block_average_rejects_truncated_files(image):
+    data = BlockAverage(2, levels=4).encode(image).data
+    for cut in (1, 4, len(data) - 40):
+        with pytest.raises(CodecError):
+            BlockAverage(2).decode(data[:cut])
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"factor": 1},
+        {"factor": 9},
+        {"factor": 2, "levels": 3},
+        {"factor": 2, "small": "gif"},
+        {"factor": 2, "small": "png", "quality": 50},
+        {"factor": 2, "small": "jpeg"},
+        {"factor": 2, "small": "webp", "quality": 101},
+        {"factor": 2, "bogus": 1},
+        2,
+    ],
+)
+def test_block_average_rejects_bad_settings(setting):
+    with pytest.raises(ConfigError):
+        make_codec("block_average", setting)
+
+
+def test_png_payload_is_idat(image):
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    data = buf.getvalue()
+    idat = data.index(b"IDAT") - 4
+    assert png_payload_bytes(data) == struct.unpack(">I", data[idat : idat + 4])[0] < len(data)
+    for bad in (b"", b"not a png", data[:8]):
+        with pytest.raises(CodecError):
+            png_payload_bytes(bad)
+
+
+# --------------------------------------------------------------------------- JPEG with custom tables
+
+ZIGZAG = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14,
+    21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60,
+    61, 54, 47, 55, 62, 63,
+]  # fmt: skip
+
+
+def _dqt_tables(data: bytes) -> dict[int, list[int]]:
+    """8-bit quantisation tables of a JPEG file's DQT segments, converted from zigzag to natural order."""
+    tables, pos = {}, 2
+    while data[pos : pos + 2] != b"\xff\xda":
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if data[pos + 1] == 0xDB:
+            seg = data[pos + 4 : pos + 2 + length]
+            for t in range(0, len(seg), 65):
+                natural = [0] * 64
+                for z, v in enumerate(seg[t + 1 : t + 65]):
+                    natural[ZIGZAG[z]] = v
+                tables[seg[t] & 15] = natural
+        pos += 2 + length
+    return tables
+
+
+def test_jpeg_qtable_writes_the_custom_table(image, tmp_path):
+    luma = [1 + (3 * i + 5 * j) % 97 for i in range(8) for j in range(8)]  # asymmetric, so transposes show
+    chroma = [200 - 2 * i - j for i in range(8) for j in range(8)]
+    path = tmp_path / "tables.json"
+    path.write_text(json.dumps({"luma": luma, "chroma": chroma}))
+    codec = make_codec("jpeg_qtable", {"quality": 50, "tables": str(path)})
+    assert isinstance(codec, JPEGQTable) and codec.setting == "q=50,tables"
+    enc = codec.encode(image)
+    assert _dqt_tables(enc.data) == {0: luma, 1: chroma}  # quality 50 = the base tables themselves
+    with Image.open(io.BytesIO(enc.data)) as im:
+        assert [list(im.quantization[i]) for i in (0, 1)] == [luma, chroma]
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), enc.decoded)
+    assert enc.payload_bytes == jpeg_payload_bytes(enc.data) < enc.file_bytes
+    q20 = JPEGQTable(20, {"luma": luma, "chroma": chroma})
+    assert (
+        _dqt_tables(q20.encode(image).data)[0]
+        == libjpeg_scaled(luma, 20)
+        == [min((v * 250 + 50) // 100, 255) for v in luma]  # libjpeg: scale 250%, rounded
+    )
+    assert q20.setting.startswith("q=20,custom-")
+
+
+@pytest.mark.parametrize("shape", [(37, 23), (1, 1)])
+def test_jpeg_qtable_odd_sizes(shape, image):
+    tables = {"luma": [16] * 64, "chroma": [32] * 64}
+    enc = JPEGQTable(50, tables, subsampling="4:2:0").encode(
+        np.ascontiguousarray(image[: shape[0], : shape[1]])
+    )
+    assert enc.decoded.shape == (*shape, 3) and enc.file_bytes == len(enc.data)
+
+
+@pytest.mark.parametrize(
+    "tables",
+    [
+        {"luma": [16] * 63, "chroma": [16] * 64},
+        {"luma": [0] * 64, "chroma": [16] * 64},
+        {"luma": [256] * 64, "chroma": [16] * 64},
+        {"luma": [16] * 64},
+        "does/not/exist.json",
+        5,
+    ],
+)
+def test_jpeg_qtable_rejects_bad_tables(tables):
+    with pytest.raises(ConfigError):
+        make_codec("jpeg_qtable", {"quality": 50, "tables": tables})
