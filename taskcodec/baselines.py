@@ -696,13 +696,8 @@ DEFAULT_SWEEPS: dict[str, list] = {
     "block_average": [
         {"factor": k, "levels": n, "small": "webp_lossless"} for k in (2, 3, 4) for n in (0, 4)
     ],
-    "jpeg_qtable": [  # tables derived by bench/frequency_sensitivity.py (committed with its results)
-        {
-            "quality": q,
-            "tables": str(Path(__file__).resolve().parents[1] / "results/frequency_10cls/qtables.json"),
-        }
-        for q in (10, 30, 50, 75)
-    ],
+    # jpeg_qtable has no default: its tables come from a study, e.g.
+    #   {quality: 30, tables: results/frequency_10cls/qtables.json}  (bench/frequency_sensitivity.py)
     "none": [None],
 }
 
@@ -727,9 +722,8 @@ def make_codec(name: str, setting: int | float | str | Mapping | None = None) ->
     if isinstance(setting, Mapping):
         kwargs = dict(setting)
     elif scalar_param is None:
-        raise ConfigError(
-            f"Codec {name!r} needs a mapping setting, e.g. {DEFAULT_SWEEPS[name][0]!r}; got {setting!r}."
-        )
+        example = DEFAULT_SWEEPS[name][0] if DEFAULT_SWEEPS.get(name) else {"quality": 30, "tables": "qtables.json"}
+        raise ConfigError(f"Codec {name!r} needs a mapping setting, e.g. {example!r}; got {setting!r}.")
     else:
         value = setting
         if isinstance(value, str):
