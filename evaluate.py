@@ -3,6 +3,7 @@
     python evaluate.py classifier_ckpt=PATH                         # baselines only
     python evaluate.py classifier_ckpt=PATH codec_dirs='[logs/train/multiruns/X/*]'   # + a λ sweep
     python evaluate.py classifier_ckpt=PATH train_on_compressed='{codec: jpeg, setting: 10, epochs: 3}'
+    python evaluate.py classifier_ckpt=PATH reuse_baselines=DIR extra_rows='[results/train_test_grid_10cls/finetuned_rows.json]'
 
 Writes rate_accuracy.csv/.json, rate_accuracy.png, headline.json and provenance.json (command, git
 revision, resolved config) to ``output_dir``, and logs the table and plot to W&B (offline by default).
@@ -20,6 +21,8 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
 
 os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
@@ -67,18 +70,39 @@ def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def finetune_classifier(ckpt: str, train_set, holdout_set, epochs: int, lr: float = 0.01, batch_size: int = 128,
+                        seed: int = 42, root_dir: str | Path = ".") -> nn.Module:
+    """The seeds' fine-tuning recipe: the reference checkpoint, SGD at ``lr``, ``epochs`` over ``train_set``.
+
+    One recipe for every caller (``train_on_compressed`` here, the train x test grid in
+    bench/train_test_grid.py), reseeded each time, so runs on differently coded images of the same
+    train set differ only in those images. The sets are ArrayImageDatasets already passed through
+    the codec; the hold-out is only Lightning's per-epoch validation here.
+    """
+    pl.seed_everything(seed, workers=True)
+    module = ClassifierModule.load_from_checkpoint(ckpt, lr=lr, warmup_epochs=0.1)
+    trainer = pl.Trainer(
+        max_epochs=int(epochs), accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+        deterministic=True, default_root_dir=str(root_dir), enable_progress_bar=False,
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(train_set, batch_size, shuffle=True), DataLoader(holdout_set, batch_size))
+    return module.classifier.eval()
+
+
+def codec_round_trip(codec):
+    """``map_images`` function: real encoder -> real decoder, i.e. what a receiver of ``codec`` sees."""
+    return lambda image: codec.encode(image).decoded
+
+
 def finetune_on_compressed(cfg: DictConfig, datamodule, spec: DictConfig):
     """The seeds' regime: fine-tune the reference on train images passed through one codec setting."""
     codec = make_codec(spec.codec, spec.setting)
-    module = ClassifierModule.load_from_checkpoint(cfg.classifier_ckpt, lr=spec.get("lr", 0.01), warmup_epochs=0.1)
-    datamodule.train_set = datamodule.train_set.map_images(lambda im: codec.encode(im).decoded)
-    datamodule.holdout_set = datamodule.holdout_set.map_images(lambda im: codec.encode(im).decoded)
-    trainer = pl.Trainer(
-        max_epochs=int(spec.get("epochs", 3)), accelerator="auto", devices=1, logger=False,
-        enable_checkpointing=False, deterministic=True, default_root_dir=cfg.output_dir,
+    tuned = finetune_classifier(
+        cfg.classifier_ckpt, datamodule.train_set.map_images(codec_round_trip(codec)),
+        datamodule.holdout_set.map_images(codec_round_trip(codec)), int(spec.get("epochs", 3)),
+        spec.get("lr", 0.01), datamodule.batch_size, cfg.seed, cfg.output_dir,
     )  # fmt: skip
-    trainer.fit(module, datamodule=datamodule)
-    return codec, module.classifier.eval()
+    return codec, tuned
 
 
 def reused_baseline_rows(folder: Path, classifier_ckpt: str, labels) -> list[dict]:
@@ -98,6 +122,56 @@ def reused_baseline_rows(folder: Path, classifier_ckpt: str, labels) -> list[dic
             raise ConfigError(f"{folder} has {len(r['correct'])} images per row, this run {len(labels)}; re-measure")
     print(f"reused {len(rows)} reference and baseline rows from {folder}")
     return rows
+
+
+def missing_baseline_rows(cfg: DictConfig, rows: list[dict], classifier, images, labels) -> list[dict]:
+    """Rows for each configured baseline setting not already in ``rows`` (e.g. reused ones), measured now."""
+    have = {(r["codec"], r["setting"]) for r in rows}
+    usable, new = set(available_codecs()), []
+    for name, settings in (cfg.baselines or {}).items():
+        if settings is None and not DEFAULT_SWEEPS.get(name):
+            raise ConfigError(
+                f"baselines.{name} has no default sweep; list its settings, e.g. "
+                f"'baselines={{{name}: [...]}}' (see taskcodec/baselines.py DEFAULT_SWEEPS for the format)"
+            )
+        sweep = OmegaConf.to_container(settings) if settings is not None else DEFAULT_SWEEPS[name]
+        if name not in usable:
+            if not any(r["codec"] == name for r in rows):
+                print(f"skipping {name}: no encoder available here")
+            continue
+        for codec in (make_codec(name, setting) for setting in sweep):
+            if (codec.name, codec.setting) in have:
+                continue
+            new.append(evaluate_baseline(codec, classifier, images, labels, cfg.batch_size))
+            print(f"{new[-1]['codec']:>16} {new[-1]['setting']:>18}: {new[-1]['bytes_per_image']:8.1f} B  top-1 {new[-1]['top1']:.3f}")
+    return new
+
+
+def join_extra_rows(rows: list[dict], paths: list[Path], n: int) -> list[dict]:
+    """Add rows measured elsewhere (e.g. bench/train_test_grid.py's ``jpeg+finetuned``) to the table.
+
+    Each file is a JSON list of table rows with per-image ``correct`` results on the same test
+    images, so their paired differences mean the same as everyone else's; a row with a different
+    number of images is refused. Rows of a codec the files bring replace that codec's earlier
+    (e.g. reused) rows, so a re-made file never leaves stale points behind.
+    """
+    extra = []
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"extra_rows: {path} does not exist; make it first (e.g. bench/train_test_grid.py)")
+        for r in json.loads(path.read_text()):
+            correct = r.get("correct")
+            if correct is None or r.get("n") != n or len(correct) != n:
+                raise ConfigError(
+                    f"extra_rows: {path} row {r.get('codec')}|{r.get('setting')} has n={r.get('n')} and "
+                    f"{None if correct is None else len(correct)} per-image results, this run {n} images; "
+                    "re-make it on the same test images (data.num_classes, limit_images)"
+                )
+            extra.append(r | {"correct": [c in (True, 1, "1") for c in correct]})
+    codecs = {r["codec"] for r in extra}
+    if extra:
+        print(f"joined {len(extra)} rows of {sorted(codecs)} from {[str(p) for p in paths]}")
+    return [r for r in rows if r["codec"] not in codecs] + extra
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -121,15 +195,8 @@ def evaluate(cfg: DictConfig) -> dict:
         rows = reused_baseline_rows(Path(cfg.reuse_baselines), cfg.classifier_ckpt, labels)
     else:
         rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels, cfg.batch_size)]
-    usable = set(available_codecs())
-    for name, settings in (cfg.baselines or {}).items() if not cfg.get("reuse_baselines") else ():
-        if name not in usable:
-            print(f"skipping {name}: no encoder available here")
-            continue
-        sweep = OmegaConf.to_container(settings) if settings is not None else DEFAULT_SWEEPS[name]
-        for setting in sweep:
-            rows.append(evaluate_baseline(make_codec(name, setting), classifier, images, labels, cfg.batch_size))
-            print(f"{rows[-1]['codec']:>16} {rows[-1]['setting']:>18}: {rows[-1]['bytes_per_image']:8.1f} B  top-1 {rows[-1]['top1']:.3f}")
+    rows += missing_baseline_rows(cfg, rows, classifier, images, labels)
+    rows = join_extra_rows(rows, [Path(p) for p in cfg.get("extra_rows") or []], len(labels))
 
     for enc_path, dec_path in exports:
         encoder, meta = load_encoder(enc_path)

@@ -112,10 +112,12 @@ def code_and_classify(encoder: TaskCodecBase, decoder: TaskCodecBase, x: Tensor)
 
 
 def codec_label(family: str, decoder: TaskCodecBase, meta: dict) -> tuple[str, str]:
-    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<head or split>][+kd]``, ``lmbda=...``."""
+    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<head or split>][+kd][+adapted[-linear]]``, ``lmbda=...``."""
     cfg = decoder.config
     variant = cfg.get("head") or (f"{cfg.get('split')}-{cfg.get('entropy')}" if "split" in cfg else "")
     name = f"taskcodec-{family}" + (f"-{variant}" if variant else "") + ("+kd" if meta.get("distill") else "")
+    if meta.get("adapted"):  # a server retrained for other classes on an unchanged client
+        name += "+adapted" + ("-linear" if cfg.get("server") == "linear" else "")
     return name, f"lmbda={meta.get('lmbda')}"
 
 
@@ -159,9 +161,12 @@ def write_table(rows: list[dict], out_dir: str | Path, stem: str) -> tuple[Path,
 
 
 PAIRED_KEYS = ("setting", "top1", "bytes_per_image", "est_bytes_per_image", "diff_vs_ref", "diff_se", "diff_ci95_lo", "diff_ci95_hi")
-STANDARD = (
+STANDARD = (  # (key in the headline, codec rows compared against, size column)
     ("jpeg", "jpeg", "bytes_per_image"),
     ("jpeg_payload", "jpeg", "payload_bytes_per_image"),
+    # the fair peer: JPEG whose classifier was fine-tuned on JPEG (bench/train_test_grid.py's rows,
+    # joined with evaluate.py extra_rows), as a user wanting fewer bytes would also do
+    ("jpeg_finetuned", "jpeg+finetuned", "bytes_per_image"),
     ("webp", "webp", "bytes_per_image"),
     ("avif", "avif", "bytes_per_image"),
 )
@@ -192,6 +197,10 @@ def _paired_diff(row: dict, ref: dict) -> float:
 
 def headline(rows: list[dict], margin: float = 0.01) -> dict:
     """How many times fewer bytes each taskcodec curve needs than the standard codecs.
+
+    JPEG is compared twice: read by the clean-trained reference (``x_fewer_than_jpeg``) and by a
+    classifier fine-tuned on JPEG at each quality (``x_fewer_than_jpeg_finetuned``, from
+    ``jpeg+finetuned`` rows; ``None`` when the table has none).
 
     The parity point is the curve's cheapest measured setting whose *paired* top-1 difference from
     the reference (same images) is >= -``margin`` (the plain difference when no per-image results

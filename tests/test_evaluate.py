@@ -96,3 +96,126 @@ def test_headline_points_below_parity() -> None:
     assert cheap["setting"] == "lmbda=0.1" and cheap["jpeg_bytes"] is None  # below JPEG's measured range
     assert dear["jpeg_bytes"] == pytest.approx(1000) and dear["x_fewer_than_jpeg"] == pytest.approx(4.0)
     assert dear["jpeg_payload_bytes"] == pytest.approx(700)
+
+
+def _grid_module():
+    """bench/train_test_grid.py, imported by path (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("train_test_grid", ROOT / "bench" / "train_test_grid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
+    """A 2x2 grid (raw, JPEG q=10) on the sample data: well-formed cells, rows, and hold-out selection."""
+    from conftest import SAMPLE
+
+    from datamodules.tiny_imagenet import TinyImageNetDataModule
+    from taskcodec.baselines import make_codec
+
+    grid = _grid_module()
+    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    dm.setup("test")
+    codecs = [make_codec("none"), make_codec("jpeg", 10)]
+    cells = grid.run_grid(reference_ckpt, dm, codecs, codecs, epochs=1, root_dir=tmp_path)
+    assert [(c["train"], c["test"]) for c in cells] == [
+        (t, s) for t in ("reference", "raw", "q=10") for s in ("raw", "q=10")
+    ]
+    for c in cells:
+        assert c["n"] == 6 and len(c["correct"]) == 6 and 0 <= c["holdout_top1"] <= 1
+        assert c["diff_ci95_lo"] <= c["diff_vs_ref"] <= c["diff_ci95_hi"]
+    jpeg_bytes = {c["bytes_per_image"] for c in cells if c["test"] == "q=10"}
+    assert len(jpeg_bytes) == 1 and jpeg_bytes.pop() < 64 * 64 * 3  # one encoder, same bytes in every row
+    assert all(c["diff_vs_control"] == 0 for c in cells if c["train"] == "raw")
+    # selection is by hold-out top-1, whatever the test top-1 says
+    for c in cells:
+        c["holdout_top1"], c["top1"] = (1.0, 0.0) if c["train"] == "raw" else (0.0, 1.0)
+    best = grid.best_cells(cells, ["raw", "q=10"], ["q=10"])
+    assert best["q=10"]["train"] == "raw"
+    assert grid.best_cells(cells, ["raw", "q=10"], ["q=10"], by="top1")["q=10"]["train"] == "q=10"
+    summary = grid.write_outputs(cells, ["reference", "raw", "q=10"], ["raw", "q=10"],
+                                 {"jpeg": (["raw", "q=10"], ["q=10"])}, tmp_path / "out", {"title": "t"})  # fmt: skip
+    assert summary["best_cell_by_holdout"]["jpeg"]["q=10"]["trained"] == "raw"
+    (row,) = json.loads((tmp_path / "out" / "finetuned_rows.json").read_text())
+    assert row["codec"] == "jpeg+finetuned" and row["setting"] == "q=10,trained=raw" and len(row["correct"]) == 6
+    assert set(COLUMNS) <= set(row)
+    assert (tmp_path / "out" / "grid.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "grid.csv").read_text().count("\n") == 1 + len(cells)
+
+
+def _table(top1_ft: dict) -> list[dict]:
+    rows = [
+        {"codec": "none", "setting": "raw", "bytes_per_image": 12288, "payload_bytes_per_image": 12288, "top1": 0.70},
+        {"codec": "jpeg", "setting": "q=10", "bytes_per_image": 500, "payload_bytes_per_image": 200, "top1": 0.50},
+        {"codec": "jpeg", "setting": "q=50", "bytes_per_image": 1000, "payload_bytes_per_image": 700, "top1": 0.65},
+        {"codec": "jpeg", "setting": "q=90", "bytes_per_image": 2000, "payload_bytes_per_image": 1700, "top1": 0.70},
+        {"codec": "taskcodec-latent", "setting": "lmbda=1", "bytes_per_image": 100, "payload_bytes_per_image": 96, "top1": 0.695},
+    ]
+    for (q, b), top1 in zip([("q=10", 500), ("q=50", 1000), ("q=90", 2000)], top1_ft.values(), strict=True):
+        rows.append({"codec": "jpeg+finetuned", "setting": f"{q},trained={q}", "bytes_per_image": b,
+                     "payload_bytes_per_image": b, "top1": top1})  # fmt: skip
+    return rows
+
+
+def test_headline_fair_peer() -> None:
+    """The learned codec against JPEG read by a JPEG-fine-tuned classifier, beside the clean-trained one."""
+    h = headline(_table({"q=10": 0.695, "q=50": 0.71, "q=90": 0.72}))["taskcodec-latent"]
+    # clean reference: 0.695 lies between q=50 (0.65) and q=90 (0.70), 9/10 of the way in log-bytes
+    assert h["jpeg_bytes"] == pytest.approx(1000 * 2**0.9) and h["x_fewer_than_jpeg"] == pytest.approx(10 * 2**0.9)
+    # fine-tuned: q=10 already reaches 0.695, so 500 B and 5x
+    assert h["jpeg_finetuned_bytes"] == pytest.approx(500) and h["x_fewer_than_jpeg_finetuned"] == pytest.approx(5)
+    assert h["points"][0]["x_fewer_than_jpeg_finetuned"] == pytest.approx(5)
+    plain = headline(_table({"q=10": 0.1, "q=50": 0.2, "q=90": 0.3}))["taskcodec-latent"]
+    assert plain["jpeg_finetuned_bytes"] is None and plain["x_fewer_than_jpeg_finetuned"] is None  # never reaches it
+
+
+def test_evaluate_extra_rows_and_new_baselines(reference_ckpt, tmp_path) -> None:
+    """Reused rows stay, only baselines missing from them are measured; extra rows join (same n only)."""
+    from evaluate import join_extra_rows
+    from taskcodec.errors import ConfigError
+
+    none = "avif: [], downsample: [], downsample_jpeg: []"  # the (merged) baselines not wanted here
+    first = evaluate(cfg_eval(tmp_path / "a", reference_ckpt, f"baselines={{jpeg: [10], webp: [], {none}}}"))["rows"]
+    extra = [dict(first[1], codec="jpeg+finetuned", setting="q=10,trained=raw", correct=first[1]["correct"])]
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    cfg = cfg_eval(tmp_path / "b", reference_ckpt, f"reuse_baselines={tmp_path / 'a'}", f"baselines={{jpeg: [10, 75], webp: [50], {none}}}",
+                   f"extra_rows=[{tmp_path / 'extra.json'}]")  # fmt: skip
+    import evaluate as ev
+
+    measured = []
+    real = ev.evaluate_baseline
+    ev.evaluate_baseline = lambda codec, *a, **k: measured.append((codec.name, codec.setting)) or real(codec, *a, **k)
+    try:
+        rows = evaluate(cfg)["rows"]
+    finally:
+        ev.evaluate_baseline = real
+    assert measured == [("jpeg", "q=75"), ("webp", "q=50")]  # the reference and q=10 were reused
+    assert [(r["codec"], r["setting"]) for r in rows] == [
+        ("none", "raw"), ("jpeg", "q=10"), ("jpeg", "q=75"), ("webp", "q=50"), ("jpeg+finetuned", "q=10,trained=raw")
+    ]
+    assert rows[1]["top1"] == first[1]["top1"] and rows[-1]["diff_vs_ref"] == pytest.approx(rows[1]["diff_vs_ref"])
+    # a re-made extra file replaces that codec's earlier rows instead of duplicating them
+    again = join_extra_rows(rows, [tmp_path / "extra.json"], 6)
+    assert [r["codec"] for r in again].count("jpeg+finetuned") == 1
+    (tmp_path / "short.json").write_text(json.dumps([dict(extra[0], n=5, correct=extra[0]["correct"][:5])]))
+    with pytest.raises(ConfigError, match="n=5"):
+        join_extra_rows(rows, [tmp_path / "short.json"], 6)
+    with pytest.raises(ConfigError, match="does not exist"):
+        join_extra_rows(rows, [tmp_path / "missing.json"], 6)
+    # bench/train_test_grid.py --peer-only makes the same join on a finished table, re-measuring nothing
+    head = _grid_module().fair_peer_headline(tmp_path / "a", tmp_path / "extra.json")
+    assert head["reference_top1"] == first[0]["top1"]
+
+
+def test_evaluate_baseline_without_default_sweep(reference_ckpt, tmp_path) -> None:
+    """jpeg_qtable has no default sweep: `baselines={jpeg_qtable: null}` is a config error, not a KeyError."""
+    from taskcodec.errors import ConfigError
+
+    cfg = cfg_eval(tmp_path, reference_ckpt, "+baselines.jpeg_qtable=null")
+    with pytest.raises(ConfigError, match="jpeg_qtable has no default sweep"):
+        evaluate(cfg)
