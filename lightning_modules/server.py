@@ -151,10 +151,11 @@ def adapt(
     pack_s = time.perf_counter() - t0
     record_bytes = sum(len(e.record) for p in shard_paths(plan_dir) for e in read_shard(p).entries)
     pl.seed_everything(seed, workers=True)
-    data = PackedLatentDataModule(str(plan_dir), encoder, batch_size=batch_size,
+    server_from = init_decoder or encoder  # one path for both, so their saved hparams agree
+    data = PackedLatentDataModule(str(plan_dir), server_from, batch_size=batch_size,
                                   holdout_per_class=holdout_per_class, seed=seed)  # fmt: skip
     data.setup()
-    module = ServerModule(init_decoder or encoder, lr=lr, reset="head" if init_decoder else "all",
+    module = ServerModule(server_from, lr=lr, reset="head" if init_decoder else "all",
                           num_classes=data.num_classes, server=server)  # fmt: skip
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(str(out), name="logs"),

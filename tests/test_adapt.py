@@ -94,6 +94,15 @@ def test_init_decoder_keeps_the_server_but_renews_the_class_layer(user_data) -> 
     assert not torch.equal(same.tail.model.fc.weight, old.tail.model.fc.weight)
     assert all(not p.requires_grad for p in new.entropy.parameters())
 
+    # end to end: `adapt --init-decoder` starts from that server and exports a decoder of the client
+    out = user_data["tmp"] / "from_decoder"
+    assert main(["adapt", str(user_data["folder"]), "-m", str(user_data["encoder"]), "--init-decoder",
+                 str(user_data["decoder"]), "-o", str(out), "--epochs", "1", "--holdout-per-class", "1",
+                 "--batch-size", "4", "--threads", "1", "-q"]) == 0  # fmt: skip
+    summary = json.loads((out / "adapt.json").read_text())
+    assert summary["init_decoder"] == str(user_data["decoder"]) and summary["num_classes"] == 2
+    assert load_decoder(summary["decoder"])[1]["codec_id"] == read_export(user_data["encoder"])["codec_id"]
+
 
 def test_adapt_refuses_mismatched_inputs(user_data, tmp_path, capsys) -> None:
     _, other_enc, other_dec = export_tiny(tmp_path / "other", split="layer2")
