@@ -29,8 +29,15 @@ for step in $steps; do
     layer4_hyper) sweep layer4_hyper model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.01,0.03 ;;
     layer4_hyper_hi) sweep layer4_hyper_hi model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.1 ;;
     default) $PY train.py hydra.run.dir=logs/default/10cls trainer.enable_progress_bar=false ;;
-    table) $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/split_sweep/10cls/*/*,logs/default/10cls]" \
-             output_dir=results/split_10cls ;;
+    table)  # + the seeds' studies' baselines (issue 11) and the fair peer (JPEG read by a JPEG-fine-tuned
+            # classifier, from bench/train_test_grid.py); rows of an earlier table are reused, not re-measured
+      reuse=(); [ -f results/split_10cls/provenance.json ] && reuse=(reuse_baselines=results/split_10cls)
+      enc=$(ls logs/split_sweep/10cls/layer4_hyper_hi/0/export/encoder-*.pt)
+      $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/split_sweep/10cls/*/*,logs/default/10cls]" \
+        output_dir=results/split_10cls "${reuse[@]}" "extra_rows=[results/train_test_grid_10cls/finetuned_rows.json]" \
+        "+baselines.block_average=[{factor: 2, levels: 4, small: webp, quality: 50}, {factor: 3, levels: 4, small: webp, quality: 50}, {factor: 4, levels: 4, small: webp_lossless}]" \
+        "+baselines.roi_jpeg=[{source: variance, fraction: 0.5, quality: 30, background: blur}, {source: gradient, fraction: 0.5, quality: 30, background: blur, checkpoint: '$(ref_ckpt)'}, {source: bitmap, fraction: 0.5, quality: 30, background: blur, checkpoint: '$enc'}]" \
+        "+baselines.jpeg_qtable=[{quality: 10, tables: results/frequency_10cls/qtables.json}, {quality: 20, tables: results/frequency_10cls/qtables.json}, {quality: 50, tables: results/frequency_10cls/qtables.json}]" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

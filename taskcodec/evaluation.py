@@ -236,21 +236,29 @@ def plot_rate_accuracy(rows: list[dict], path: str | Path, title: str = "") -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for codec in dict.fromkeys(r["codec"] for r in rows):
+    fig, ax = plt.subplots(figsize=(9, 5))
+    codecs = [c for c in dict.fromkeys(r["codec"] for r in rows) if c != "none"]
+    colours = plt.get_cmap("tab20" if len(codecs) > 10 else "tab10")
+    style = {c: {"color": colours(i % colours.N)} for i, c in enumerate(codecs)}
+    for codec in ["none", *codecs]:
         pts = sorted((r for r in rows if r["codec"] == codec), key=lambda r: r["bytes_per_image"])
+        if not pts:
+            continue
         xs, ys, es = ([r[k] for r in pts] for k in ("bytes_per_image", "top1", "top1_stderr"))
         if codec == "none":
             ax.axhline(ys[0], color="k", ls="--", lw=1, label=f"uncompressed ({xs[0]:.0f} B)")
             ax.axhspan(ys[0] - 0.01, ys[0], color="k", alpha=0.07, lw=0)
             continue
-        ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=2, label=codec)
+        # learned codecs solid with dots, standard codecs dashed with squares: no two lines alike
+        learned = codec.startswith("taskcodec")
+        ax.errorbar(xs, ys, yerr=es, marker="o" if learned else "s", ms=4, capsize=2, label=codec,
+                    ls="-" if learned else "--", **style[codec])  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (whole file, mean)")
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
