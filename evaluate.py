@@ -70,6 +70,16 @@ def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def load_pair(enc_path: Path, dec_path: Path):
+    """(encoder, decoder, meta) of an export pair; ``meta`` is the client's, plus the decoder's
+    ``adapted`` record when its server was retrained (``taskcodec adapt``), so its rows are labelled apart."""
+    encoder, meta = load_encoder(enc_path)
+    decoder, dec_meta = load_decoder(dec_path)
+    if dec_meta.get("adapted"):
+        meta = {**meta, "adapted": dec_meta["adapted"]}
+    return encoder, decoder, meta
+
+
 def finetune_classifier(ckpt: str, train_set, holdout_set, epochs: int, lr: float = 0.01, batch_size: int = 128,
                         seed: int = 42, root_dir: str | Path = ".") -> nn.Module:
     """The seeds' fine-tuning recipe: the reference checkpoint, SGD at ``lr``, ``epochs`` over ``train_set``.
@@ -199,8 +209,7 @@ def evaluate(cfg: DictConfig) -> dict:
     rows = join_extra_rows(rows, [Path(p) for p in cfg.get("extra_rows") or []], len(labels))
 
     for enc_path, dec_path in exports:
-        encoder, meta = load_encoder(enc_path)
-        decoder, _ = load_decoder(dec_path)
+        encoder, decoder, meta = load_pair(enc_path, dec_path)
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size, meta)
         rows.append(row)
         print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")

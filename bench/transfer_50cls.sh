@@ -59,7 +59,7 @@ for step in $steps; do
       dir=$L/finetune_raw
       [ -f $dir/checkpoints/final.ckpt ] && continue
       mkdir -p $dir
-      $PY -c "import sys, torch; from taskcodec.models import reference_weights; torch.save(reference_weights(sys.argv[1])[2], sys.argv[2])" \
+      $PY -c "import sys, torch; from taskcodec.models.classifier import reference_weights; torch.save(reference_weights(sys.argv[1])[2], sys.argv[2])" \
         "$(ref_ckpt a)" $dir/ref_a_timm.pth
       start=$(date +%s)
       $PY train.py experiment=reference data.num_classes=50 data.first_class=50 model.weights=$dir/ref_a_timm.pth \

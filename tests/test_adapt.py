@@ -102,6 +102,15 @@ def test_init_decoder_keeps_the_server_but_renews_the_class_layer(user_data) -> 
     summary = json.loads((out / "adapt.json").read_text())
     assert summary["init_decoder"] == str(user_data["decoder"]) and summary["num_classes"] == 2
     assert load_decoder(summary["decoder"])[1]["codec_id"] == read_export(user_data["encoder"])["codec_id"]
+    # evaluate.py labels the adapted server's rows apart from the client's own server
+    from evaluate import codec_exports, load_pair
+    from taskcodec.evaluation import codec_label
+
+    (enc, dec), = codec_exports([str(out)])
+    encoder, decoder, meta = load_pair(enc, dec)
+    assert codec_label(encoder.family, decoder, meta)[0].endswith("+adapted")
+    _, own_dec, own_meta = load_pair(*codec_exports([str(Path(user_data["decoder"]).parent)])[0])
+    assert "+adapted" not in codec_label(encoder.family, own_dec, own_meta)[0]
 
 
 def test_adapt_refuses_mismatched_inputs(user_data, tmp_path, capsys) -> None:
