@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import DATA, compose_cfg
 
@@ -219,3 +220,33 @@ def test_evaluate_baseline_without_default_sweep(reference_ckpt, tmp_path) -> No
     cfg = cfg_eval(tmp_path, reference_ckpt, "+baselines.jpeg_qtable=null")
     with pytest.raises(ConfigError, match="jpeg_qtable has no default sweep"):
         evaluate(cfg)
+
+
+def test_storage_budget_subsets_fit_the_budget() -> None:
+    """bench/storage_budget.py: the first k images of every class, k as large as the byte budget allows,
+    with real JPEG/PNG file sizes of the sample train images."""
+    import importlib.util
+
+    from conftest import ROOT, SAMPLE
+
+    from datamodules.tiny_imagenet import TinyImageNetDataModule
+
+    spec = importlib.util.spec_from_file_location("storage_budget", ROOT / "bench" / "storage_budget.py")
+    sb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sb)
+    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=0, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    labels = np.asarray(dm.train_set.labels)
+    _, low = sb.coded_train_set(dm.train_set, "q=10")
+    _, png = sb.coded_train_set(dm.train_set, "png")
+    assert (png > low).all() and low.min() > 100  # real files: lossless is larger than q=10
+    members = [np.flatnonzero(labels == c) for c in range(3)]
+    assert sb.first_k_per_class(labels, low, float(low.sum()))[0] == min(len(m) for m in members)  # the bench's budget
+    budget = float(sum(png[m[:2]].sum() for m in members))  # two PNGs per class fit, by construction
+    k_low, idx_low = sb.first_k_per_class(labels, low, budget)
+    k_png, idx_png = sb.first_k_per_class(labels, png, budget)
+    assert k_png == 2 and png[idx_png].sum() <= budget and low[idx_low].sum() <= budget
+    assert k_low > k_png  # the same budget holds more low-quality images
+    assert np.bincount(labels[idx_png]).tolist() == [k_png] * 3  # balanced over classes
+    over = np.concatenate([m[: k_png + 1] for m in members])
+    assert png[over].sum() > budget  # k is the largest that fits
