@@ -67,13 +67,20 @@ def test_evaluate_missing_export(reference_ckpt, tmp_path) -> None:
         evaluate(cfg_eval(tmp_path, reference_ckpt, f"codec_dirs=[{tmp_path}]"))
 
 
-def test_headline_ratios() -> None:
-    rows = [
+def table_rows() -> list[dict]:
+    """A reference, three JPEG points and one taskcodec point: the headline tests' common table (fresh copies)."""
+    return [
         {"codec": "none", "setting": "raw", "bytes_per_image": 12288, "payload_bytes_per_image": 12288, "top1": 0.70},
         {"codec": "jpeg", "setting": "q=10", "bytes_per_image": 500, "payload_bytes_per_image": 200, "top1": 0.50},
         {"codec": "jpeg", "setting": "q=50", "bytes_per_image": 1000, "payload_bytes_per_image": 700, "top1": 0.65},
         {"codec": "jpeg", "setting": "q=90", "bytes_per_image": 2000, "payload_bytes_per_image": 1700, "top1": 0.70},
         {"codec": "taskcodec-latent", "setting": "lmbda=1", "bytes_per_image": 100, "payload_bytes_per_image": 96, "top1": 0.695},
+    ]
+
+
+def test_headline_ratios() -> None:
+    rows = [
+        *table_rows(),
         {"codec": "taskcodec-latent", "setting": "lmbda=4", "bytes_per_image": 300, "payload_bytes_per_image": 296, "top1": 0.71},
     ]
     h = headline(rows)["taskcodec-latent"]
@@ -151,11 +158,7 @@ def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
 
 def _table(top1_ft: dict) -> list[dict]:
     rows = [
-        {"codec": "none", "setting": "raw", "bytes_per_image": 12288, "payload_bytes_per_image": 12288, "top1": 0.70},
-        {"codec": "jpeg", "setting": "q=10", "bytes_per_image": 500, "payload_bytes_per_image": 200, "top1": 0.50},
-        {"codec": "jpeg", "setting": "q=50", "bytes_per_image": 1000, "payload_bytes_per_image": 700, "top1": 0.65},
-        {"codec": "jpeg", "setting": "q=90", "bytes_per_image": 2000, "payload_bytes_per_image": 1700, "top1": 0.70},
-        {"codec": "taskcodec-latent", "setting": "lmbda=1", "bytes_per_image": 100, "payload_bytes_per_image": 96, "top1": 0.695},
+        *table_rows(),
     ]
     for (q, b), top1 in zip([("q=10", 500), ("q=50", 1000), ("q=90", 2000)], top1_ft.values(), strict=True):
         rows.append({"codec": "jpeg+finetuned", "setting": f"{q},trained={q}", "bytes_per_image": b,
