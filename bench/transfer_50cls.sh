@@ -11,6 +11,7 @@
 #              from A's server with a new class layer), and a linear probe on the latent
 #   finetune   the adoption baseline: ref A fine-tuned on B's raw pixels (new class layer, 2 epochs)
 #   table      one rate-accuracy table on B's val images + results/transfer_50cls/transfer.{json,md}
+#   probe      a linear probe on reference A's un-bottlenecked features (bench/transfer_probe.py)
 # Usage: bash bench/transfer_50cls.sh [step...]     LAMBDAS (0.3,1) EPOCHS (2) ADAPT_EPOCHS (10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ DATA=${DATA:-../shared/data/tiny-imagenet-100.zip}
 LAMBDAS=${LAMBDAS:-0.3,1}; EPOCHS=${EPOCHS:-2}; ADAPT_EPOCHS=${ADAPT_EPOCHS:-10}
 OUT=results/transfer_50cls
 L=logs/transfer
-steps=${*:-reference baselines codec adapt finetune table}
+steps=${*:-reference baselines codec adapt finetune table probe}
 first_of() { [ "$1" = a ] && echo 0 || echo 50; }
 ref_ckpt() { ls $L/reference_$1/checkpoints/epoch_*.ckpt | tail -1; }
 export_of() { ls $L/codec_$1/lmbda_$2/export/$3-*.pt; }
@@ -74,6 +75,7 @@ for step in $steps; do
       $PY evaluate.py data.num_classes=50 data.first_class=50 classifier_ckpt="$(ref_ckpt b)" \
         "codec_dirs=[$L/codec_b/*,$L/adapted/*,$L/adapted_linear/*]" reuse_baselines=$OUT/baselines output_dir=$OUT
       $PY bench/transfer_table.py --logs $L --table $OUT ;;
+    probe) $PY bench/transfer_probe.py --reference-a "$(ref_ckpt a)" --table $OUT ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
