@@ -14,8 +14,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -39,18 +37,12 @@ from taskcodec.evaluation import (  # noqa: E402
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.provenance import run_provenance  # noqa: E402
 
 
 def provenance(cfg: DictConfig) -> dict:
     """The exact command, git revision and resolved config that produced a result."""
-    root = Path(__file__).resolve().parent
-    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return {
-        "command": " ".join(["python", *sys.argv]),
-        "git_revision": git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+    return run_provenance(config=OmegaConf.to_container(cfg, resolve=True))
 
 
 def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:

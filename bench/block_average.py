@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import add_paired, evaluate_baseline, plot_rate_accuracy, write_table  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.provenance import run_provenance  # noqa: E402
 
 SMALL = [("png", None), ("webp_lossless", None), ("webp", 50), ("jpeg", 50)]
 
@@ -96,14 +96,7 @@ def main() -> None:
                 "paired_diff_side_minus_plain": d["diff"], "paired_ci95": d["bootstrap_ci95"],
             })  # fmt: skip
     (out / "side_channel.json").write_text(json.dumps(summary, indent=1))
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    prov = {
-        "command": " ".join(["python", *sys.argv]),
-        "git_revision": git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "args": vars(args),
-    }
-    (out / "provenance.json").write_text(json.dumps(prov, indent=1))
+    (out / "provenance.json").write_text(json.dumps(run_provenance(args=vars(args)), indent=1))
     for s in summary:
         print(
             f"k={s['k']} {s['small']:>13}: +{s['side_bytes']:6.1f} B side, top-1 {s['top1_plain']:.3f} -> "

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,24 +50,16 @@ from taskcodec.evaluation import (  # noqa: E402
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.provenance import run_provenance  # noqa: E402
 
 TABLES = {"qtables.json": 1.0, "qtables_gamma0.5.json": 0.5}
-
-
-def provenance() -> dict:
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return {
-        "command": " ".join(["python", *sys.argv]),
-        "git_revision": git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    }
 
 
 def record_run(out: Path, args: argparse.Namespace) -> None:
     """Append this finished run to provenance.json (stages may be separate runs into one folder)."""
     old = json.loads(prov.read_text()) if (prov := out / "provenance.json").is_file() else {"runs": []}
     runs = old.get("runs", [old])  # a single-run file from before runs were listed is the first run
-    prov.write_text(json.dumps({"runs": [*runs, provenance() | {"args": vars(args)}]}, indent=1))
+    prov.write_text(json.dumps({"runs": [*runs, run_provenance(args=vars(args))]}, indent=1))
 
 
 def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from taskcodec.baselines import Codec, make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import COLUMNS, add_paired, evaluate_baseline, headline  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.provenance import run_provenance  # noqa: E402
 
 REFERENCE = "reference"  # the training "setting" of the untouched reference checkpoint
 CELL_KEYS = [
@@ -173,14 +173,7 @@ def plot_grid(cells: list[dict], trains: list[str], tests: list[str], path: Path
 
 def provenance(args: argparse.Namespace) -> dict:
     """Command, git revision, dirty flag and arguments of a bench run."""
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return {
-        "command": " ".join(["python", *sys.argv]),
-        "git_revision": git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "args": vars(args),
-        "torch_threads": torch.get_num_threads(),
-    }
+    return run_provenance(args=vars(args), torch_threads=torch.get_num_threads())
 
 
 def write_outputs(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from datamodules.tiny_imagenet import TinyImageNetDataModule  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.models.classifier import load_image_classifier  # noqa: E402
+from taskcodec.provenance import run_provenance  # noqa: E402
 
 
 @torch.no_grad()
@@ -87,9 +87,7 @@ def main() -> None:
         "vs_reference_b": paired_difference(correct, ref),
         "frozen_client_linear_probe_vs_this": {k: paired_difference(v, correct) for k, v in frozen.items()},
         "seconds": time.perf_counter() - t0,
-        "command": "python " + " ".join(sys.argv),
-        "git_revision": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
-        "git_dirty": bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout.strip()),
+        **run_provenance(),
     }  # fmt: skip
     (table / "backbone_probe.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "frozen_client_linear_probe_vs_this"}, indent=1))
