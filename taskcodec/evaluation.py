@@ -239,7 +239,7 @@ def plot_rate_accuracy(rows: list[dict], path: str | Path, title: str = "") -> P
     fig, ax = plt.subplots(figsize=(9, 5))
     codecs = [c for c in dict.fromkeys(r["codec"] for r in rows) if c != "none"]
     colours = plt.get_cmap("tab20" if len(codecs) > 10 else "tab10")
-    style = {c: {"color": colours(i % colours.N)} for i, c in enumerate(codecs)}
+    colour = {c: colours(i % colours.N) for i, c in enumerate(codecs)}
     for codec in ["none", *codecs]:
         pts = sorted((r for r in rows if r["codec"] == codec), key=lambda r: r["bytes_per_image"])
         if not pts:
@@ -249,10 +249,10 @@ def plot_rate_accuracy(rows: list[dict], path: str | Path, title: str = "") -> P
             ax.axhline(ys[0], color="k", ls="--", lw=1, label=f"uncompressed ({xs[0]:.0f} B)")
             ax.axhspan(ys[0] - 0.01, ys[0], color="k", alpha=0.07, lw=0)
             continue
-        # learned codecs solid with dots, standard codecs dashed with squares: no two lines alike
+        # learned codecs solid with dots, standard codecs dashed with squares, each its own colour
         learned = codec.startswith("taskcodec")
         ax.errorbar(xs, ys, yerr=es, marker="o" if learned else "s", ms=4, capsize=2, label=codec,
-                    ls="-" if learned else "--", **style[codec])  # fmt: skip
+                    ls="-" if learned else "--", color=colour[codec])  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (whole file, mean)")
     ax.set_ylabel("top-1 accuracy")

@@ -106,13 +106,13 @@ def test_headline_points_below_parity() -> None:
     assert dear["jpeg_payload_bytes"] == pytest.approx(700)
 
 
-def _grid_module():
-    """bench/train_test_grid.py, imported by path (bench/ is scripts, not a package)."""
+def _bench_module(name: str):
+    """bench/<name>.py, imported by path (bench/ is scripts, not a package)."""
     import importlib.util
 
     from conftest import ROOT
 
-    spec = importlib.util.spec_from_file_location("train_test_grid", ROOT / "bench" / "train_test_grid.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -125,7 +125,7 @@ def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
     from datamodules.tiny_imagenet import TinyImageNetDataModule
     from taskcodec.baselines import make_codec
 
-    grid = _grid_module()
+    grid = _bench_module("train_test_grid")
     dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
     dm.setup("fit")
     dm.setup("test")
@@ -157,9 +157,7 @@ def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
 
 
 def _table(top1_ft: dict) -> list[dict]:
-    rows = [
-        *table_rows(),
-    ]
+    rows = table_rows()
     for (q, b), top1 in zip([("q=10", 500), ("q=50", 1000), ("q=90", 2000)], top1_ft.values(), strict=True):
         rows.append({"codec": "jpeg+finetuned", "setting": f"{q},trained={q}", "bytes_per_image": b,
                      "payload_bytes_per_image": b, "top1": top1})  # fmt: skip
@@ -212,7 +210,7 @@ def test_evaluate_extra_rows_and_new_baselines(reference_ckpt, tmp_path) -> None
     with pytest.raises(ConfigError, match="does not exist"):
         join_extra_rows(rows, [tmp_path / "missing.json"], 6)
     # bench/train_test_grid.py --peer-only makes the same join on a finished table, re-measuring nothing
-    head = _grid_module().fair_peer_headline(tmp_path / "a", tmp_path / "extra.json")
+    head = _bench_module("train_test_grid").fair_peer_headline(tmp_path / "a", tmp_path / "extra.json")
     assert head["reference_top1"] == first[0]["top1"]
 
 
@@ -228,15 +226,11 @@ def test_evaluate_baseline_without_default_sweep(reference_ckpt, tmp_path) -> No
 def test_storage_budget_subsets_fit_the_budget() -> None:
     """bench/storage_budget.py: the first k images of every class, k as large as the byte budget allows,
     with real JPEG/PNG file sizes of the sample train images."""
-    import importlib.util
-
-    from conftest import ROOT, SAMPLE
+    from conftest import SAMPLE
 
     from datamodules.tiny_imagenet import TinyImageNetDataModule
 
-    spec = importlib.util.spec_from_file_location("storage_budget", ROOT / "bench" / "storage_budget.py")
-    sb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sb)
+    sb = _bench_module("storage_budget")
     dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=0, batch_size=4, num_workers=0)
     dm.setup("fit")
     labels = np.asarray(dm.train_set.labels)
