@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taskcodec.curves import paired_difference  # noqa: E402
+from taskcodec.provenance import run_provenance  # noqa: E402
 
 KINDS = {"+adapted-linear": "frozen client, linear probe", "+adapted": "frozen client, adapted server", "": "client trained on B"}
 
@@ -79,10 +80,12 @@ def main() -> None:
 
     result = {"reference_b_top1": ref["top1"], "images": ref["n"],
               "jpeg_parity": None if jpeg_parity is None else {k: jpeg_parity[k] for k in ("setting", "bytes_per_image", "top1", "diff_vs_ref")},
-              "points": points, "parity": parity, "adoption": adoption, "raw_finetune": finetune}  # fmt: skip
+              "points": points, "parity": parity, "adoption": adoption, "raw_finetune": finetune,
+              **run_provenance()}  # fmt: skip
     (table / "transfer.json").write_text(json.dumps(result, indent=1))
 
-    lines = [f"Classes 50-99, {ref['n']} official-val images; reference B (raw pixels) top-1 {ref['top1']:.3f}.",
+    lines = [f"`{result['command']}` at {result['git_revision']}" + (" (uncommitted edits)" if result["git_dirty"] else ""), "",
+             f"Classes 50-99, {ref['n']} official-val images; reference B (raw pixels) top-1 {ref['top1']:.3f}.",
              f"JPEG parity (paired diff >= -1 pt): {jpeg_parity['setting']} at {jpeg_parity['bytes_per_image']:.0f} B." if jpeg_parity else "JPEG never reaches parity.",
              "", "| client | server | λ | bytes/img | top-1 | Δ vs ref B (95% CI) | Δ vs trained client (95% CI) |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
