@@ -26,23 +26,37 @@ os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from taskcodec.baselines import DEFAULT_SWEEPS, available_codecs, make_codec  # noqa: E402
+from taskcodec.cost import classifier_macs, jpeg_images_per_second, single_thread  # noqa: E402
 from taskcodec.errors import CheckpointError, ConfigError  # noqa: E402
 from taskcodec.evaluation import (  # noqa: E402
     add_paired,
     evaluate_baseline,
+    evaluate_label,
     evaluate_taskcodec,
     headline,
     plot_rate_accuracy,
+    taskcodec_client_columns,
     write_table,
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.models.classifier import reference_id  # noqa: E402
 from taskcodec.provenance import run_provenance  # noqa: E402
 
 
-def provenance(cfg: DictConfig) -> dict:
-    """The exact command, git revision and resolved config that produced a result."""
-    return run_provenance(config=OmegaConf.to_container(cfg, resolve=True))
+def provenance(cfg: DictConfig, reference: dict | None = None) -> dict:
+    """The exact command, git revision, resolved config and the table's reference that produced a result."""
+    return run_provenance(config=OmegaConf.to_container(cfg, resolve=True), reference=reference)
+
+
+def check_same_reference(where: str, theirs: str | None, ours: str) -> None:
+    """Refuse rows measured against another reference: a table has exactly one."""
+    if theirs != ours:
+        raise ConfigError(
+            f"{where} was measured against reference {theirs or '(unnamed: made before tables named their reference)'}, "
+            f"this table's reference is {ours}; one table, one reference: re-measure those rows with this "
+            "classifier_ckpt"
+        )
 
 
 def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:
@@ -107,17 +121,17 @@ def finetune_on_compressed(cfg: DictConfig, datamodule, spec: DictConfig):
     return codec, tuned
 
 
-def reused_baseline_rows(folder: Path, classifier_ckpt: str, labels) -> list[dict]:
+def reused_baseline_rows(folder: Path, ref_id: str, labels) -> list[dict]:
     """The reference and standard-codec rows of an earlier evaluate.py output, with per-image results.
 
-    Only valid for the same classifier checkpoint and the same test images (checked: the
-    checkpoint path in its provenance, the image count, and the reference's per-image results).
+    Only valid for the same reference classifier and the same test images (checked: the reference
+    id in its provenance, and the image count).
     """
     prov = json.loads((folder / "provenance.json").read_text())
-    if prov["config"].get("classifier_ckpt") != classifier_ckpt:
-        raise ConfigError(f"{folder} was made with classifier {prov['config'].get('classifier_ckpt')}, not {classifier_ckpt}")
+    check_same_reference(str(folder), (prov.get("reference") or {}).get("id"), ref_id)
     per_image = json.loads((folder / "rate_accuracy_per_image.json").read_text())
-    rows = [r for r in json.loads((folder / "rate_accuracy.json").read_text()) if not r["codec"].startswith("taskcodec")]
+    rows = [r for r in json.loads((folder / "rate_accuracy.json").read_text())
+            if not r["codec"].startswith("taskcodec") and r["codec"] != "label"]  # fmt: skip
     for r in rows:
         r["correct"] = [c == "1" for c in per_image[f"{r['codec']}|{r['setting']}"]]
         if len(r["correct"]) != len(labels):
@@ -149,7 +163,7 @@ def missing_baseline_rows(cfg: DictConfig, rows: list[dict], classifier, images,
     return new
 
 
-def join_extra_rows(rows: list[dict], paths: list[Path], n: int) -> list[dict]:
+def join_extra_rows(rows: list[dict], paths: list[Path], n: int, ref_id: str) -> list[dict]:
     """Add rows measured elsewhere (e.g. bench/train_test_grid.py's ``jpeg+finetuned``) to the table.
 
     Each file is a JSON list of table rows with per-image ``correct`` results on the same test
@@ -162,6 +176,7 @@ def join_extra_rows(rows: list[dict], paths: list[Path], n: int) -> list[dict]:
         if not path.is_file():
             raise ConfigError(f"extra_rows: {path} does not exist; make it first (e.g. bench/train_test_grid.py)")
         for r in json.loads(path.read_text()):
+            check_same_reference(f"extra_rows: {path} row {r.get('codec')}|{r.get('setting')}", r.get("reference_id"), ref_id)
             correct = r.get("correct")
             if correct is None or r.get("n") != n or len(correct) != n:
                 raise ConfigError(
@@ -192,17 +207,25 @@ def evaluate(cfg: DictConfig) -> dict:
             f"classifier has {classifier.model.num_classes} classes but data.num_classes={datamodule.num_classes}"
         )
 
+    ref_id = reference_id(cfg.classifier_ckpt)
     exports = codec_exports(list(cfg.codec_dirs or []))  # fail before the long baseline sweep
     if cfg.get("reuse_baselines"):
-        rows = reused_baseline_rows(Path(cfg.reuse_baselines), cfg.classifier_ckpt, labels)
+        rows = reused_baseline_rows(Path(cfg.reuse_baselines), ref_id, labels)
     else:
         rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels, cfg.batch_size)]
     rows += missing_baseline_rows(cfg, rows, classifier, images, labels)
-    rows = join_extra_rows(rows, [Path(p) for p in cfg.get("extra_rows") or []], len(labels))
+    rows = join_extra_rows(rows, [Path(p) for p in cfg.get("extra_rows") or []], len(labels), ref_id)
 
+    # client cost: MACs against the reference's; encode speed against JPEG q=30 on the same images, one thread
+    ref_macs = classifier_macs(classifier, tuple(images.shape[1:3]))
+    speed = images[: cfg.speed_images] if cfg.speed_images else None
+    with single_thread():
+        jpeg_per_s = jpeg_images_per_second(speed) if speed is not None else None
+    rows.append(evaluate_label(classifier, images, labels, ref_macs, cfg.batch_size, speed, jpeg_per_s))
     for enc_path, dec_path in exports:
         encoder, decoder, meta = load_pair(enc_path, dec_path)
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size, meta)
+        row |= taskcodec_client_columns(encoder, ref_macs, speed, jpeg_per_s)
         rows.append(row)
         print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")
 
@@ -216,8 +239,11 @@ def evaluate(cfg: DictConfig) -> dict:
     csv_path, _ = write_table(rows, out_dir, "rate_accuracy")
     png = plot_rate_accuracy(rows, out_dir / "rate_accuracy.png", f"{datamodule.num_classes} classes, n={n}")
     head = headline(rows)
+    reference = {"id": ref_id, "checkpoint": cfg.classifier_ckpt, "top1": next(r["top1"] for r in rows if r["codec"] == "none"),
+                 "macs": ref_macs, "jpeg_q30_encode_images_per_s_one_thread": jpeg_per_s}  # fmt: skip
+    head["reference"] = reference
     (out_dir / "headline.json").write_text(json.dumps(head, indent=1))
-    (out_dir / "provenance.json").write_text(json.dumps(provenance(cfg), indent=1))
+    (out_dir / "provenance.json").write_text(json.dumps(provenance(cfg, reference), indent=1))
     log_to_wandb(cfg, rows, png)
     print(f"table: {csv_path}\nplot: {png}\nheadline: {json.dumps(head, indent=1)}")
     return {"rows": rows, "headline": head, "csv": str(csv_path), "png": str(png)}

@@ -11,6 +11,7 @@ compose cfg -> instantiate datamodule, module, trainer -> fit -> test -> export 
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -18,18 +19,32 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
 from lightning_modules.joint import JointCodecModule  # noqa: E402
+from taskcodec.cost import classifier_macs, client_macs, encode_throughput, single_thread  # noqa: E402
 from taskcodec.curves import bytes_at_accuracy, paired_difference  # noqa: E402
+from taskcodec.errors import TaskcodecError  # noqa: E402
 from taskcodec.export import export_checkpoint  # noqa: E402
+from taskcodec.models import ImageClassifier  # noqa: E402
+
+
+def instantiate(cfg: DictConfig, **kwargs):
+    """``hydra.utils.instantiate``, re-raising taskcodec's own errors (a bad value) as themselves, not wrapped."""
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, TaskcodecError):
+            raise e.__cause__ from None
+        raise
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:
     """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``."""
-    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c and "_target_" in c]
+    return [instantiate(c) for c in (cfg or {}).values() if c and "_target_" in c]
 
 
 def compare_with_table(table: Path, top1: float, nbytes: float, correct: list[bool] | None = None) -> list[str]:
@@ -61,13 +76,26 @@ def compare_with_table(table: Path, top1: float, nbytes: float, correct: list[bo
     return lines
 
 
+def client_cost_line(model: JointCodecModule, datamodule) -> str:
+    """The client's MACs against the reference's, and its encode speed against JPEG q=30 (one thread, test images)."""
+    codec = copy.deepcopy(model.codec).cpu().eval()
+    codec.update(force=True)
+    ref = ImageClassifier(codec.config.get("classifier", "resnet18"), int(codec.config["num_classes"]))
+    share = client_macs(codec) / classifier_macs(ref)
+    images = datamodule.test_set.images[:512]
+    with single_thread():
+        speed = encode_throughput(codec, images, repeats=1)
+    return (f"client: {100 * share:.1f}% of the reference's MACs, encodes {speed['client_encode_images_per_s']:.0f} img/s "
+            f"= {speed['client_encode_vs_jpeg']:.2f}x Pillow JPEG q=30 (one thread, {len(images)} test images)")  # fmt: skip
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test and export; returns the test metrics (and export paths) for callers and tests."""
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    model: pl.LightningModule = instantiate(cfg.model)
     callbacks, loggers = instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -95,7 +123,11 @@ def train(cfg: DictConfig) -> dict:
                 f"(estimated {result['test/est_bytes_per_image']:.1f})"
             )
             correct = getattr(model, "test_correct", None) or None
-            lines += compare_with_table(Path(cfg.reference_table), result["test/acc"], result["test/bytes_per_image"], correct)
+            if cfg.reference_table:
+                lines += compare_with_table(Path(cfg.reference_table), result["test/acc"], result["test/bytes_per_image"], correct)
+            else:
+                lines.append("reference_table=null: no paired difference and no JPEG ratio")
+            lines.append(client_cost_line(model, datamodule))
         print("\n".join(["", "== taskcodec result (official val split) ==", *lines, f"outputs: {out_dir}"]))
     return result
 

@@ -40,6 +40,7 @@ from taskcodec.baselines import Codec, make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import COLUMNS, add_paired, evaluate_baseline, headline  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.models.classifier import reference_id  # noqa: E402
 from taskcodec.provenance import run_provenance  # noqa: E402
 
 REFERENCE = "reference"  # the training "setting" of the untouched reference checkpoint
@@ -203,7 +204,8 @@ def write_outputs(
         "cells": [{k: c.get(k) for k in CELL_KEYS} for c in cells],
     }
     (out / "grid.json").write_text(json.dumps(summary, indent=1))
-    (out / "finetuned_rows.json").write_text(json.dumps(rows))
+    # rows name the reference they were measured against: evaluate.py joins them only to its table
+    (out / "finetuned_rows.json").write_text(json.dumps([r | {"reference_id": meta.get("reference_id")} for r in rows]))
     plot_grid(cells, trains, tests, out / "grid.png", meta.get("title", ""))
     return summary
 
@@ -218,7 +220,8 @@ def fair_peer_headline(table: Path, rows_file: Path) -> dict:
     per_image = json.loads((table / "rate_accuracy_per_image.json").read_text())
     for r in rows:
         r["correct"] = [c == "1" for c in per_image[f"{r['codec']}|{r['setting']}"]]
-    rows = join_extra_rows(rows, [rows_file], len(rows[0]["correct"]))
+    ref_id = (json.loads((table / "provenance.json").read_text()).get("reference") or {}).get("id")
+    rows = join_extra_rows(rows, [rows_file], len(rows[0]["correct"]), ref_id)
     add_paired(rows)
     return headline(rows)
 
@@ -277,6 +280,7 @@ def run_and_write(args: argparse.Namespace) -> None:
                    "from": args.ckpt, "warmup_epochs": 0.1},
         "selection": "best cell per test setting chosen by hold-out top-1 (train split, 50/class, coded at the test setting)",
         "minutes": round((time.time() - start) / 60, 1),
+        "reference_id": reference_id(args.ckpt),
     }  # fmt: skip
     summary = write_outputs(cells, [REFERENCE, *names], names, families, Path(args.out), meta)
     (Path(args.out) / "provenance.json").write_text(json.dumps(provenance(args), indent=1))

@@ -154,13 +154,40 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(holdout))
 
 
-def train_transform(pad: int = 4, size: int | tuple[int, int] = 64) -> Callable:
+#: augmentation policies from torchvision (the implementations timm's recipes also use)
+AUGMENT_POLICIES = {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment}
+
+
+def train_transform(
+    pad: int = 4,
+    size: int | tuple[int, int] = 64,
+    policy: str | None = None,
+    jpeg_quality: Sequence[int] | None = None,
+    jpeg_prob: float = 0.5,
+) -> Callable:
     """Random ``size`` crop of the image zero-padded by ``pad`` pixels, then a random horizontal flip.
 
     Zero padding (the CIFAR recipe) rather than reflect, because torchvision can move boxes
-    through a constant pad but not through a reflect pad.
+    through a constant pad but not through a reflect pad. ``policy`` adds TrivialAugment or
+    RandAugment; ``jpeg_quality=(lo, hi)`` re-codes the image as JPEG at a random quality in that
+    range with probability ``jpeg_prob`` (a classifier robust to coding). Both run on uint8, as
+    the policies expect, and hand back float images in [0, 1].
     """
-    return v2.Compose([v2.RandomCrop(size, padding=pad, fill=0), v2.RandomHorizontalFlip()])
+    steps: list = [v2.RandomCrop(size, padding=pad, fill=0), v2.RandomHorizontalFlip()]
+    if policy is None and jpeg_quality is None:
+        return v2.Compose(steps)
+    if policy is not None and policy not in AUGMENT_POLICIES:
+        raise ConfigError(f"augment_policy must be one of {sorted(AUGMENT_POLICIES)} or null, got {policy!r}")
+    steps.append(v2.ToDtype(torch.uint8, scale=True))
+    if policy is not None:
+        steps.append(AUGMENT_POLICIES[policy]())
+    if jpeg_quality is not None:
+        lo, hi = (int(q) for q in jpeg_quality)
+        if not 1 <= lo <= hi <= 100 or not 0 < jpeg_prob <= 1:
+            raise ConfigError(f"jpeg_augment must be [lo, hi] with 1 <= lo <= hi <= 100 (got {list(jpeg_quality)})")
+        steps.append(v2.RandomApply([v2.JPEG((lo, hi))], p=jpeg_prob))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
 
 
 class InMemoryDataModule(pl.LightningDataModule):

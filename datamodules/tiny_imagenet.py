@@ -104,8 +104,12 @@ class TinyImageNetDataModule(InMemoryDataModule):
         return_boxes: bool = False,
         pin_memory: bool = False,
         augment: bool = True,
+        augment_policy: str | None = None,
+        jpeg_augment: list[int] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        # a plain list (not Hydra's ListConfig), so checkpoints holding these hyperparameters load with weights_only
+        jpeg_augment = [int(q) for q in jpeg_augment] if jpeg_augment is not None else None
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if first_class < 0:
@@ -127,6 +131,9 @@ class TinyImageNetDataModule(InMemoryDataModule):
         self.download = download
         self.return_boxes = return_boxes
         self.augment = augment
+        self.augment_policy = augment_policy
+        self.jpeg_augment = jpeg_augment
+        train_transform(policy=augment_policy, jpeg_quality=self.jpeg_augment)  # bad values fail here, not after decoding
         self.class_names: list[str] = []
         self.class_words: list[str] = []
 
@@ -207,7 +214,10 @@ class TinyImageNetDataModule(InMemoryDataModule):
         # split the file list first, then decode each part straight into its own array
         labels_np, boxes_np = np.array(labels), np.array(boxes, np.float32)
         train_idx, holdout_idx = stratified_split(labels_np, self.holdout_per_class, self.seed)
-        augment = train_transform(pad=4, size=64) if self.augment else None
+        augment = (
+            train_transform(pad=4, size=64, policy=self.augment_policy, jpeg_quality=self.jpeg_augment)
+            if self.augment else None
+        )  # fmt: skip
         sets = []
         for split, idx, transform in (("train", train_idx, augment), ("hold-out", holdout_idx, None)):
             names = [files[k] for k in idx]

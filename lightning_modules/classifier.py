@@ -1,6 +1,10 @@
 """The reference classifier: a timm model trained on clean images.
 
-Its test top-1 defines "accuracy comparable to uncompressed" for every rate-accuracy claim.
+Its test top-1 defines "accuracy comparable to uncompressed" for every rate-accuracy claim, and it
+is the teacher every codec distils from, so it is trained to its plateau: timm's mixup/cutmix and
+an EMA of the weights (timm's ``ModelEmaV3``) are options here, the augmentation policy lives in
+the datamodule. With ``ema_decay > 0`` validation, testing and every exported use of the
+checkpoint (:func:`taskcodec.models.classifier.reference_weights`) read the EMA weights.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ import math
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.utils import ModelEmaV3
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from taskcodec.errors import ConfigError
 from taskcodec.models import ImageClassifier
 
 
@@ -89,19 +96,53 @@ class ClassifierModule(ClassificationSteps):
         label_smoothing: float = 0.1,
         warmup_epochs: float = 1.0,
         drop_rate: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mix_prob: float = 1.0,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
+        if mixup < 0 or cutmix < 0 or not 0 <= mix_prob <= 1:
+            raise ConfigError(f"mixup and cutmix must be >= 0 and mix_prob in [0, 1]; got {mixup}, {cutmix}, {mix_prob}")
+        if not 0 <= ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1) (0 = no EMA), got {ema_decay}")
         self.save_hyperparameters()
         self.classifier = ImageClassifier(classifier, num_classes, pretrained, weights, drop_rate)
+        # timm's Mixup also applies the label smoothing to the mixed targets
+        self.mixer = (
+            Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mix_prob, label_smoothing=label_smoothing,
+                  num_classes=num_classes)
+            if mixup > 0 or cutmix > 0 else None
+        )  # fmt: skip
+        # the EMA is a submodule, so it is checkpointed (and resumed) with the rest
+        self.ema = ModelEmaV3(self.classifier, decay=ema_decay, use_warmup=True) if ema_decay > 0 else None
         self.init_metrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Training uses the live weights; evaluation the EMA's when there is one."""
+        if self.ema is not None and not self.training:
+            return self.ema.module(x)
         return self.classifier(x)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        if self.mixer is None or len(y) % 2:  # timm mixes pairs within the batch: needs an even size
+            return super().training_step(batch, batch_idx)
+        x_mix, soft = self.mixer(x, y)
+        logits = self(x_mix)
+        loss = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.classifier, step=self.global_step)
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for p in self.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.ndim <= 1]
+        params = list(self.classifier.parameters())  # not the EMA's copy: it follows, it is not trained
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
         opt = torch.optim.SGD(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,

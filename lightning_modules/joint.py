@@ -21,9 +21,10 @@ from torch import Tensor
 from lightning_modules.classifier import accuracy_metrics, warmup_cosine
 from taskcodec.errors import ConfigError
 from taskcodec.evaluation import code_and_classify
-from taskcodec.export import PAYLOAD_KEY, codec_payload
-from taskcodec.losses import RateTaskLoss
+from taskcodec.export import PAYLOAD_KEY, codec_payload, load_codec_state
+from taskcodec.losses import RateFeatureLoss, RateTaskLoss
 from taskcodec.models import TaskCodecBase, load_image_classifier
+from taskcodec.models.light import FeatureTeacher
 
 #: model.freeze -> which reference parts stay fixed: the client's (a split codec's front stages,
 #: so the client is the reference's own first stages and backward stops at the bottleneck), or all
@@ -49,6 +50,9 @@ class JointCodecModule(pl.LightningModule):
         grad_clip: float = 1.0,
         distill: float = 0.0,
         distill_temperature: float = 4.0,
+        objective: str = "task",
+        freeze_client: bool = False,
+        init_codec: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(codec, TaskCodecBase):
@@ -59,14 +63,27 @@ class JointCodecModule(pl.LightningModule):
             raise ConfigError(f"model.freeze={freeze} needs model.reference_ckpt (a trained classifier)")
         if distill > 0 and not reference_ckpt:
             raise ConfigError("model.distill > 0 needs model.reference_ckpt (the teacher classifier)")
+        if objective not in ("task", "features"):
+            raise ConfigError(f"model.objective must be 'task' or 'features', got {objective!r}")
+        if objective == "features" and not (reference_ckpt and hasattr(codec, "feature_stages")):
+            raise ConfigError(
+                "model.objective=features matches the teacher's features: it needs model.reference_ckpt and a "
+                "codec family that exposes them (model/codec=light)"
+            )
         self.save_hyperparameters(ignore=["codec"])
         self.hparams.update(codec_family=codec.family, codec_config=dict(codec.config))
         self.automatic_optimization = False  # two optimisers: main, and CompressAI's aux (quantiles)
         self.loss = RateTaskLoss(lmbda, distill, distill_temperature)
+        self.feature_loss = RateFeatureLoss(lmbda) if objective == "features" else None
         self.codec = codec
         if reference_ckpt:
             codec.init_from_reference(reference_ckpt)
+        self._init_meta: dict = {}
+        if init_codec:  # e.g. stage 2 starts from stage 1's codec
+            self._init_meta = load_codec_state(codec, init_codec)
         for p in codec.reference_parameters(FREEZE[freeze]) if freeze != "none" else []:
+            p.requires_grad_(False)
+        for p in self._client_modules():
             p.requires_grad_(False)
         n = int(codec.config["num_classes"])
         self.train_metrics = accuracy_metrics(n, "train/")
@@ -76,7 +93,16 @@ class JointCodecModule(pl.LightningModule):
         self.test_correct: list[bool] = []
         self.class_meta: dict[str, list[str]] = {}  # class ids and names, stored in exports for the CLI
         # The teacher is kept out of the module tree: it is not trained, checkpointed or exported.
-        self.__dict__["_teacher"] = load_image_classifier(reference_ckpt).requires_grad_(False) if distill > 0 else None
+        teacher = load_image_classifier(reference_ckpt).requires_grad_(False) if distill > 0 or objective == "features" else None
+        if objective == "features":
+            teacher = FeatureTeacher(teacher, codec)
+        self.__dict__["_teacher"] = teacher
+
+    def _client_modules(self) -> list:
+        """The parameters that ``freeze_client`` fixes: the encoder's parts (what the client runs and codes with)."""
+        if not self.hparams.freeze_client:
+            return []
+        return [p for name in self.codec.encoder_parts for p in self.codec.get_submodule(name).parameters()]
 
     def forward(self, x: Tensor) -> dict:
         return self.codec(x)
@@ -99,25 +125,27 @@ class JointCodecModule(pl.LightningModule):
         if self.hparams.freeze != "none":  # keep the frozen reference parts exactly as they are, BN statistics too
             for m in self.codec.reference_modules(FREEZE[self.hparams.freeze]):
                 m.eval()
+        if self.hparams.freeze_client:  # real rounding: the server trains on exactly what decoding rebuilds
+            for name in self.codec.encoder_parts:
+                self.codec.get_submodule(name).eval()
 
     def training_step(self, batch, batch_idx: int) -> None:
-        opt, aux_opt = self.optimizers()
+        opts = self.optimizers()
+        opt, aux_opt = opts if isinstance(opts, list) else (opts, None)  # a frozen client has no aux loss
         x, y = batch[0], batch[1]
         out = self(x)
         w = self._rate_weight(batch_idx)
-        teacher = None
-        if self._teacher is not None:
-            with torch.no_grad():
-                teacher = self._teacher(x)
-        losses = self.loss(out, y, x.shape[-2] * x.shape[-1], teacher, w, self.hparams.label_smoothing)
-        aux_loss = self.codec.aux_loss()
+        losses = self._losses(out, x, y, w)
+        aux_loss = self.codec.aux_loss() if aux_opt is not None else torch.zeros((), device=x.device)
         opt.zero_grad()
-        aux_opt.zero_grad()
+        if aux_opt is not None:
+            aux_opt.zero_grad()
         # One backward for both: the aux loss only touches the quantiles, which only aux_opt steps.
         self.manual_backward(losses["loss"] + aux_loss)
         self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
-        aux_opt.step()
+        if aux_opt is not None:
+            aux_opt.step()
         self.lr_schedulers().step()
         self.train_metrics.update(out["logits"], y)
         n = len(y)
@@ -129,12 +157,24 @@ class JointCodecModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
         out = self(x)
-        losses = self.loss(out, y, x.shape[-2] * x.shape[-1])
+        losses = self._losses(out, x, y, 1.0, validation=True)
         self.val_metrics.update(out["logits"], y)
         n = len(y)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=n)
         self.log("val/est_bytes_per_image", out["rate_bits"].mean() / 8, batch_size=n)
         self.log_dict(self.val_metrics, prog_bar=True, batch_size=n)
+
+    def _losses(self, out: dict, x: Tensor, y: Tensor, rate_weight: float, validation: bool = False) -> dict:
+        npix = x.shape[-2] * x.shape[-1]
+        if self.feature_loss is not None:
+            return self.feature_loss(out, y, npix, self._teacher(x), rate_weight)
+        if validation:
+            return self.loss(out, y, npix)
+        teacher = None
+        if self._teacher is not None:
+            with torch.no_grad():
+                teacher = self._teacher(x)
+        return self.loss(out, y, npix, teacher, rate_weight, self.hparams.label_smoothing)
 
     # -- real coding on the reported split --------------------------------------------------
     def on_test_start(self) -> None:
@@ -176,14 +216,19 @@ class JointCodecModule(pl.LightningModule):
             params = [p for p in main if id(p) in ids]
             if params:
                 groups.append({"params": params, "lr": lr or hp.lr})
-        opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        aux_opt = torch.optim.Adam(aux, lr=hp.aux_lr)
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=hp.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
         sched = warmup_cosine(opt, total, max(1, int(0.3 * per_epoch)))
-        return [opt, aux_opt], [sched]
+        if not aux:
+            return [opt], [sched]
+        return [opt, torch.optim.Adam(aux, lr=hp.aux_lr)], [sched]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        meta = {"lmbda": self.hparams.lmbda, "distill": self.hparams.distill}
+        hp = self.hparams
+        recipe = "features" if hp.objective == "features" else ("two-stage" if hp.freeze_client and hp.init_codec else "one-stage")
+        meta = {"lmbda": hp.lmbda, "distill": hp.distill, "objective": hp.objective, "recipe": recipe}
+        if hp.init_codec:  # stage 2 keeps stage 1's rate setting: that is what made its bytes
+            meta["lmbda"] = self._init_meta.get("lmbda", hp.lmbda)
         meta.update(self.class_meta)
         checkpoint[PAYLOAD_KEY] = codec_payload(self.codec, meta)

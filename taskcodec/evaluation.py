@@ -19,14 +19,20 @@ from torch import Tensor, nn
 
 from taskcodec.baselines import Codec
 from taskcodec.bitstream import pack_record
+from taskcodec.cost import client_macs, images_per_second, single_thread
 from taskcodec.curves import binomial_stderr, bytes_at_accuracy, paired_difference
+from taskcodec.label import LabelCodec
 from taskcodec.models import TaskCodecBase
 
 COLUMNS = [
     "codec", "setting", "bytes_per_image", "payload_bytes_per_image", "est_bytes_per_image",
     "bpp", "top1", "top5", "top1_stderr", "n",
     "diff_vs_ref", "diff_se", "diff_ci95_lo", "diff_ci95_hi", "bytes_p50", "bytes_p99", "bytes_max",
+    "client_macs", "client_macs_share", "client_encode_vs_jpeg",
 ]  # fmt: skip
+#: client columns: MACs per image of what the client runs (taskcodec.cost.macs), their share of the
+#: reference's, and its encode throughput over Pillow JPEG q=30's on the same images, one thread,
+#: measured in the same run; empty for standard codecs (no network on the client)
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -115,7 +121,10 @@ def codec_label(family: str, decoder: TaskCodecBase, meta: dict) -> tuple[str, s
     """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<head or split>][+kd][+adapted[-linear]]``, ``lmbda=...``."""
     cfg = decoder.config
     variant = cfg.get("head") or (f"{cfg.get('split')}-{cfg.get('entropy')}" if "split" in cfg else "")
+    if "channels" in cfg:  # the light family: name the client too (its size is the point)
+        variant = f"{'x'.join(map(str, cfg['channels']))}k{cfg['kernel']}{cfg['act']}-{variant}"
     name = f"taskcodec-{family}" + (f"-{variant}" if variant else "") + ("+kd" if meta.get("distill") else "")
+    name += {"features": "+features", "two-stage": "+2stage"}.get(meta.get("recipe", ""), "")
     if meta.get("adapted"):  # a server retrained for other classes on an unchanged client
         name += "+adapted" + ("-linear" if cfg.get("server") == "linear" else "")
     return name, f"lmbda={meta.get('lmbda')}"
@@ -133,6 +142,46 @@ def evaluate_taskcodec(
         torch.cat([p["logits"] for p in parts]), labels, images.shape[1] * images.shape[2],
         (torch.cat([p["est_bits"] for p in parts]) / 8).tolist(),
     )  # fmt: skip
+
+
+def client_columns(encode, macs: int, reference_macs: int, speed_images: np.ndarray | None, jpeg_per_s: float | None) -> dict:
+    """The client columns of a row; speed only when ``speed_images`` and JPEG's throughput on them are given."""
+    out = {"client_macs": macs, "client_macs_share": macs / reference_macs}
+    if speed_images is not None and jpeg_per_s:
+        with single_thread():
+            out["client_encode_vs_jpeg"] = images_per_second(encode, speed_images) / jpeg_per_s
+    return out
+
+
+def taskcodec_client_columns(encoder: TaskCodecBase, reference_macs: int, speed_images=None, jpeg_per_s=None) -> dict:
+    return client_columns(encoder.encode, client_macs(encoder), reference_macs, speed_images, jpeg_per_s)
+
+
+@torch.no_grad()
+def evaluate_label(
+    classifier: nn.Module, images: np.ndarray, labels: np.ndarray, reference_macs: int, batch_size: int = 250,
+    speed_images: np.ndarray | None = None, jpeg_per_s: float | None = None,
+) -> dict:  # fmt: skip
+    """The ``label`` row: the client runs the reference and sends its top-1 (:mod:`taskcodec.label`).
+
+    Every record is decoded back and the decoded class is what is scored; top-5 is top-1 (one
+    class is sent).
+    """
+    logits = classify(classifier, images, batch_size)
+    num_classes = logits.shape[1]
+    codec = LabelCodec(num_classes)
+    size = tuple(images.shape[1:3])
+    records = [codec.encode(int(k), size) for k in logits.argmax(1).tolist()]
+    decoded = torch.tensor([codec.decode(r) for r in records])
+    one_hot = torch.nn.functional.one_hot(decoded, num_classes).float()
+    row = make_row("label", "top-1", [len(r) for r in records], [len(r) - 1 for r in records], one_hot, labels,
+                   images.shape[1] * images.shape[2], [math.log2(num_classes) / 8] * len(records))  # fmt: skip
+    row["top5"] = row["top1"]
+
+    def client(x: Tensor) -> list[bytes]:
+        return [codec.encode(int(k), size) for k in classifier(x).argmax(1).tolist()]
+
+    return row | client_columns(client, reference_macs, reference_macs, speed_images, jpeg_per_s)
 
 
 def add_paired(rows: list[dict]) -> None:
@@ -160,7 +209,10 @@ def write_table(rows: list[dict], out_dir: str | Path, stem: str) -> tuple[Path,
     return csv_path, json_path
 
 
-PAIRED_KEYS = ("setting", "top1", "bytes_per_image", "est_bytes_per_image", "diff_vs_ref", "diff_se", "diff_ci95_lo", "diff_ci95_hi")
+PAIRED_KEYS = ("setting", "top1", "bytes_per_image", "est_bytes_per_image", "diff_vs_ref", "diff_se", "diff_ci95_lo",
+               "diff_ci95_hi", "client_macs_share", "client_encode_vs_jpeg")  # fmt: skip
+#: a client at most this share of the reference's MACs is "light" (headline.json: best_light_client)
+LIGHT_CLIENT_SHARE = 0.10
 STANDARD = (  # (key in the headline, codec rows compared against, size column)
     ("jpeg", "jpeg", "bytes_per_image"),
     ("jpeg_payload", "jpeg", "payload_bytes_per_image"),
@@ -224,9 +276,34 @@ def headline(rows: list[dict], margin: float = 0.01) -> dict:
             p = ok[0]
             entry |= {k: p.get(k) for k in PAIRED_KEYS}
             entry["noninferior"] = p.get("diff_ci95_lo") is not None and p["diff_ci95_lo"] >= -margin
-            entry |= compare_to_standard(p, rows)
+            entry |= compare_to_standard(p, rows) | against_label(p, rows)
         result[head] = entry | {"points": points}
+    light = [(h, e) for h, e in result.items() if isinstance(e, dict) and e.get("reaches_parity")
+             and (e.get("client_macs_share") or math.inf) <= LIGHT_CLIENT_SHARE]  # fmt: skip
+    if light:
+        name, best = min(light, key=lambda he: he[1]["bytes_per_image"])
+        result["best_light_client"] = {"codec": name, "max_client_macs_share": LIGHT_CLIENT_SHARE} | {
+            k: v for k, v in best.items() if k != "points"
+        }
+    else:
+        result["best_light_client"] = None
     return result
+
+
+def against_label(point: dict, rows: list[dict]) -> dict:
+    """Whether a parity point beats the ``label`` row (the client runs the reference and sends its answer).
+
+    At parity, it beats the label row only by sending fewer bytes or by running a lighter client; a
+    client that runs the whole classifier and sends more bytes than the label does not.
+    """
+    label = next((r for r in rows if r["codec"] == "label"), None)
+    if label is None:
+        return {}
+    share = point.get("client_macs_share")
+    fewer = point["bytes_per_image"] < label["bytes_per_image"]
+    lighter = share is not None and not math.isnan(share) and share < (label.get("client_macs_share") or 1.0)
+    return {"label_bytes": label["bytes_per_image"], "fewer_bytes_than_label": fewer,
+            "lighter_client_than_label": lighter, "beats_label": fewer or lighter}  # fmt: skip
 
 
 def plot_rate_accuracy(rows: list[dict], path: str | Path, title: str = "") -> Path:

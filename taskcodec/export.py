@@ -71,6 +71,22 @@ def codec_from_checkpoint(ckpt_path: str | os.PathLike) -> tuple[TaskCodecBase, 
     return codec.eval(), dict(payload.get("meta", {}))
 
 
+def load_codec_state(codec: TaskCodecBase, ckpt_path: str | os.PathLike) -> dict:
+    """Load a training checkpoint's codec weights into ``codec`` (same family and config); returns its meta.
+
+    This is how a second training stage starts from the first: the codec is built from the new
+    run's config, and the checkpoint must have been made with the same one.
+    """
+    other, meta = codec_from_checkpoint(ckpt_path)
+    if other.family != codec.family or other.config != codec.config:
+        raise CheckpointError(
+            f"{ckpt_path} holds a {other.family} codec with config {other.config}, but this run builds "
+            f"{codec.family} with {codec.config}; use the same model.codec settings as the run that made it"
+        )
+    codec.load_state_dict(other.state_dict())
+    return meta
+
+
 def _atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".part")
     torch.save(obj, tmp)

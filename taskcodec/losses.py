@@ -50,3 +50,29 @@ class RateTaskLoss(nn.Module):
             task = (1 - self.distill) * ce + self.distill * t * t * kd
         losses["loss"] = rate_weight * bpp + self.lmbda * task
         return losses
+
+
+class RateFeatureLoss(nn.Module):
+    """``rate_weight·bpp + lmbda·Σ_d relMSE_d``: match the teacher's features at every depth (stage 1).
+
+    Each depth's squared error is divided by the teacher feature's mean square, so every stage counts
+    alike whatever its scale (early feature maps are large, late ones small). The logits' CE is
+    reported, not trained on.
+    """
+
+    def __init__(self, lmbda: float = 1.0) -> None:
+        super().__init__()
+        if lmbda <= 0:
+            raise ConfigError(f"lmbda must be > 0 (the weight on the feature term), got {lmbda}")
+        self.lmbda = lmbda
+
+    def forward(self, out: dict, labels: Tensor, num_pixels: int, teacher: dict, rate_weight: float = 1.0) -> dict[str, Tensor]:
+        if len(out["features"]) != len(teacher["features"]):
+            raise ConfigError(f"student has {len(out['features'])} feature depths, teacher {len(teacher['features'])}")
+        bpp = out["rate_bits"].mean() / num_pixels
+        terms = [F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-8) for s, t in zip(out["features"], teacher["features"], strict=True)]
+        feat = sum(terms)
+        losses = {"bpp": bpp, "feat": feat, "ce": F.cross_entropy(out["logits"].detach(), labels)}
+        losses.update({f"feat{d}": t.detach() for d, t in enumerate(terms)})
+        losses["loss"] = rate_weight * bpp + self.lmbda * feat
+        return losses

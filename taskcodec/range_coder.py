@@ -190,3 +190,146 @@ class RangeDecoder:
                 value = -((raw + 1) >> 1) if raw & 1 else (raw >> 1) + max_value
             out.append(value + offsets[idx])
         return out
+
+
+# -- batches of streams: one stream per image, the compiled kernels where numba is installed -------
+
+
+class CdfTables:
+    """An entropy model's quantised CDF tables, as the Python coder (lists) and the kernels (arrays) want them."""
+
+    def __init__(self, cdfs, cdf_lengths, offsets) -> None:
+        import numpy as np
+
+        self.cdfs = np.ascontiguousarray(np.asarray(cdfs, dtype=np.int32))
+        self.cdf_lengths = np.ascontiguousarray(np.asarray(cdf_lengths, dtype=np.int64).reshape(-1))
+        self.offsets = np.ascontiguousarray(np.asarray(offsets, dtype=np.int64).reshape(-1))
+        if self.cdfs.ndim != 2 or not len(self.cdfs) == len(self.cdf_lengths) == len(self.offsets):
+            raise ValueError(f"CDF tables disagree: {self.cdfs.shape} CDFs, {len(self.cdf_lengths)} lengths, "
+                             f"{len(self.offsets)} offsets")  # fmt: skip
+        if (self.cdf_lengths < 2).any() or (self.cdf_lengths > self.cdfs.shape[1]).any():
+            raise ValueError("a CDF length is outside 2..the table width")
+        self._lists: tuple | None = None
+
+    @property
+    def lists(self) -> tuple[list, list, list]:
+        if self._lists is None:
+            self._lists = (self.cdfs.tolist(), self.cdf_lengths.tolist(), self.offsets.tolist())
+        return self._lists
+
+    def check_indexes(self, indexes) -> None:
+        if indexes.size and (indexes.min() < 0 or indexes.max() >= len(self.cdfs)):
+            raise ValueError(f"CDF indexes must be in 0..{len(self.cdfs) - 1}")
+
+
+def compiled_available() -> bool:
+    """Whether the numba kernels can be used (``TASKCODEC_CODER=python`` forces the Python coder)."""
+    import os
+
+    if os.environ.get("TASKCODEC_CODER", "auto") == "python":
+        return False
+    try:
+        import taskcodec.range_coder_numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class BatchEncoder:
+    """One stream per image: :meth:`encode` appends a segment to every stream, :meth:`flush` ends them.
+
+    ``compiled=None`` picks the numba kernels when they are available; both paths write the same
+    bytes (the Python :class:`RangeEncoder` is the reference).
+    """
+
+    def __init__(self, batch: int, compiled: bool | None = None) -> None:
+        import numpy as np
+
+        self.compiled = compiled_available() if compiled is None else compiled
+        self.batch = batch
+        if self.compiled:
+            self._state = np.zeros((batch, 4), np.int64)
+            self._state[:, 1], self._state[:, 3] = _MASK32, 1
+            self._out = np.zeros((batch, 64), np.uint8)
+            self._pos = np.zeros(batch, np.int64)
+        else:
+            self._encoders = [RangeEncoder() for _ in range(batch)]
+
+    def encode(self, symbols, indexes, tables: CdfTables) -> None:
+        """``symbols`` and ``indexes``: integer arrays ``[batch, n]``."""
+        import numpy as np
+
+        symbols = np.ascontiguousarray(symbols, dtype=np.int64).reshape(self.batch, -1)
+        indexes = np.ascontiguousarray(indexes, dtype=np.int64).reshape(self.batch, -1)
+        if symbols.shape != indexes.shape:
+            raise ValueError(f"{symbols.shape} symbols but {indexes.shape} indexes")
+        tables.check_indexes(indexes)
+        if not self.compiled:
+            for enc, s, i in zip(self._encoders, symbols.tolist(), indexes.tolist(), strict=True):
+                enc.encode_with_indexes(s, i, *tables.lists)
+            return
+        from taskcodec.range_coder_numba import BYTES_PER_SYMBOL, encode_batch
+
+        need = int(self._pos.max()) + BYTES_PER_SYMBOL * symbols.shape[1] + 16
+        if need > self._out.shape[1]:
+            grown = np.zeros((self.batch, max(need, 2 * self._out.shape[1])), np.uint8)
+            grown[:, : self._out.shape[1]] = self._out
+            self._out = grown
+        encode_batch(symbols, indexes, tables.cdfs, tables.cdf_lengths, tables.offsets, self._state, self._out, self._pos)
+
+    def flush(self) -> list[bytes]:
+        """Every image's stream, as :meth:`RangeEncoder.flush` ends it."""
+        if not self.compiled:
+            return [e.flush() for e in self._encoders]
+        from taskcodec.range_coder_numba import flush_batch
+
+        lengths = flush_batch(self._state, self._out, self._pos)
+        return [self._out[b, 1 : lengths[b]].tobytes() for b in range(self.batch)]
+
+
+class BatchDecoder:
+    """Reads the streams of :class:`BatchEncoder` back, segment by segment; same choice of path."""
+
+    def __init__(self, payloads: Sequence[bytes], compiled: bool | None = None) -> None:
+        import numpy as np
+
+        self.compiled = compiled_available() if compiled is None else compiled
+        self.batch = len(payloads)
+        if self.compiled:
+            from taskcodec.range_coder_numba import decoder_start
+
+            width = max([len(p) for p in payloads] + [1])
+            self._data = np.zeros((self.batch, width), np.uint8)
+            for b, p in enumerate(payloads):
+                self._data[b, : len(p)] = np.frombuffer(bytes(p), np.uint8)
+            self._lengths = np.array([len(p) for p in payloads], np.int64)
+            self._state = decoder_start(self._data, self._lengths)
+        else:
+            self._decoders = [RangeDecoder(p) for p in payloads]
+
+    @property
+    def bytes_read(self) -> list[int]:
+        """How far each stream has been read (past its end means zero padding was used)."""
+        if self.compiled:
+            return self._state[:, 2].tolist()
+        return [d.bytes_read for d in self._decoders]
+
+    def decode(self, indexes, tables: CdfTables):
+        """The next symbols of every stream: int64 array shaped like ``indexes`` (``[batch, n]``)."""
+        import numpy as np
+
+        indexes = np.ascontiguousarray(indexes, dtype=np.int64).reshape(self.batch, -1)
+        tables.check_indexes(indexes)
+        if not self.compiled:
+            rows = [d.decode_stream(i, *tables.lists) for d, i in zip(self._decoders, indexes.tolist(), strict=True)]
+            return np.array(rows, dtype=np.int64).reshape(indexes.shape)
+        from taskcodec.range_coder_numba import ESCAPE_TOO_LARGE, LEFT_RANGE, decode_batch
+
+        values = np.zeros(indexes.shape, np.int64)
+        code = decode_batch(indexes, tables.cdfs, tables.cdf_lengths, tables.offsets, self._data, self._lengths,
+                            self._state, values)  # fmt: skip
+        if code == LEFT_RANGE:
+            raise BitstreamError("corrupt stream: the entropy decoder left its valid range; re-send the data")
+        if code == ESCAPE_TOO_LARGE:
+            raise BitstreamError("corrupt stream: an escaped symbol is impossibly large; re-send the data")
+        return values

@@ -11,6 +11,7 @@ from conftest import DATA, compose_cfg
 from evaluate import evaluate
 from taskcodec.errors import CheckpointError
 from taskcodec.evaluation import COLUMNS, headline
+from taskcodec.models.classifier import reference_id
 
 
 def cfg_eval(tmp_path, reference_ckpt, *extra):
@@ -26,13 +27,20 @@ def cfg_eval(tmp_path, reference_ckpt, *extra):
 def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> None:
     out = evaluate(cfg_eval(tmp_path, reference_ckpt, f"codec_dirs=[{joint_run['dir']}]"))
     rows = out["rows"]
-    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "taskcodec-split-layer4-factorized"]
+    assert [r["codec"] for r in rows] == ["none", "jpeg", "jpeg", "webp", "avif", "downsample", "downsample_jpeg", "label",
+                                          "taskcodec-split-layer4-factorized"]  # fmt: skip
+    label = rows[-2]
+    # the client runs the reference and sends its answer: the reference's top-1, a size byte + at most a byte
+    assert label["top1"] == rows[0]["top1"] and 1 <= label["bytes_per_image"] <= 2
+    assert label["client_macs_share"] == 1.0 and label["client_encode_vs_jpeg"] > 0
     assert rows[0]["bytes_per_image"] == 64 * 64 * 3 and rows[0]["n"] == 6
     jpeg10, jpeg75 = rows[1], rows[2]
     assert jpeg10["bytes_per_image"] < jpeg75["bytes_per_image"]
     assert jpeg10["payload_bytes_per_image"] < jpeg10["bytes_per_image"]
     codec = rows[-1]
     assert codec["setting"] == "lmbda=0.03" and codec["est_bytes_per_image"] > 0
+    # the split after layer4 runs the whole backbone on the client: more than the reference's MACs
+    assert codec["client_macs_share"] > 1.0 and codec["client_encode_vs_jpeg"] > 0
     assert codec["diff_vs_ref"] == pytest.approx(codec["top1"] - rows[0]["top1"])  # paired, same images
     assert codec["diff_ci95_lo"] <= codec["diff_vs_ref"] <= codec["diff_ci95_hi"]
     per_image = json.loads((tmp_path / "rate_accuracy_per_image.json").read_text())
@@ -44,6 +52,9 @@ def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> No
     assert (tmp_path / "rate_accuracy.png").stat().st_size > 1000
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["git_revision"] and "config" in prov
+    assert prov["reference"]["id"] == reference_id(reference_ckpt) and prov["reference"]["top1"] == rows[0]["top1"]
+    head = json.loads((tmp_path / "headline.json").read_text())
+    assert head["taskcodec-split-layer4-factorized"]["points"][0]["client_macs_share"] > 1.0
     # a later table reuses the reference and baseline rows instead of re-encoding them
     again = evaluate(cfg_eval(tmp_path / "again", reference_ckpt, f"codec_dirs=[{joint_run['dir']}]", f"reuse_baselines={tmp_path}"))
     assert [(r["codec"], r["setting"], r["top1"], r["bytes_per_image"]) for r in again["rows"]] == [
@@ -183,7 +194,8 @@ def test_evaluate_extra_rows_and_new_baselines(reference_ckpt, tmp_path) -> None
 
     none = "avif: [], downsample: [], downsample_jpeg: []"  # the (merged) baselines not wanted here
     first = evaluate(cfg_eval(tmp_path / "a", reference_ckpt, f"baselines={{jpeg: [10], webp: [], {none}}}"))["rows"]
-    extra = [dict(first[1], codec="jpeg+finetuned", setting="q=10,trained=raw", correct=first[1]["correct"])]
+    extra = [dict(first[1], codec="jpeg+finetuned", setting="q=10,trained=raw", correct=first[1]["correct"],
+                  reference_id=reference_id(reference_ckpt))]  # fmt: skip
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     cfg = cfg_eval(tmp_path / "b", reference_ckpt, f"reuse_baselines={tmp_path / 'a'}", f"baselines={{jpeg: [10, 75], webp: [50], {none}}}",
                    f"extra_rows=[{tmp_path / 'extra.json'}]")  # fmt: skip
@@ -198,17 +210,19 @@ def test_evaluate_extra_rows_and_new_baselines(reference_ckpt, tmp_path) -> None
         ev.evaluate_baseline = real
     assert measured == [("jpeg", "q=75"), ("webp", "q=50")]  # the reference and q=10 were reused
     assert [(r["codec"], r["setting"]) for r in rows] == [
-        ("none", "raw"), ("jpeg", "q=10"), ("jpeg", "q=75"), ("webp", "q=50"), ("jpeg+finetuned", "q=10,trained=raw")
+        ("none", "raw"), ("jpeg", "q=10"), ("jpeg", "q=75"), ("webp", "q=50"), ("jpeg+finetuned", "q=10,trained=raw"),
+        ("label", "top-1"),
     ]
     assert rows[1]["top1"] == first[1]["top1"] and rows[-1]["diff_vs_ref"] == pytest.approx(rows[1]["diff_vs_ref"])
     # a re-made extra file replaces that codec's earlier rows instead of duplicating them
-    again = join_extra_rows(rows, [tmp_path / "extra.json"], 6)
+    ref = reference_id(reference_ckpt)
+    again = join_extra_rows(rows, [tmp_path / "extra.json"], 6, ref)
     assert [r["codec"] for r in again].count("jpeg+finetuned") == 1
     (tmp_path / "short.json").write_text(json.dumps([dict(extra[0], n=5, correct=extra[0]["correct"][:5])]))
     with pytest.raises(ConfigError, match="n=5"):
-        join_extra_rows(rows, [tmp_path / "short.json"], 6)
+        join_extra_rows(rows, [tmp_path / "short.json"], 6, ref)
     with pytest.raises(ConfigError, match="does not exist"):
-        join_extra_rows(rows, [tmp_path / "missing.json"], 6)
+        join_extra_rows(rows, [tmp_path / "missing.json"], 6, ref)
     # bench/train_test_grid.py --peer-only makes the same join on a finished table, re-measuring nothing
     head = _bench_module("train_test_grid").fair_peer_headline(tmp_path / "a", tmp_path / "extra.json")
     assert head["reference_top1"] == first[0]["top1"]
@@ -247,3 +261,46 @@ def test_storage_budget_subsets_fit_the_budget() -> None:
     assert np.bincount(labels[idx_png]).tolist() == [k_png] * 3  # balanced over classes
     over = np.concatenate([m[: k_png + 1] for m in members])
     assert png[over].sum() > budget  # k is the largest that fits
+
+
+def test_evaluate_refuses_rows_of_another_reference(reference_ckpt, tmp_path) -> None:
+    """One table, one reference: reused tables and extra rows measured against another classifier are refused."""
+    import torch
+
+    from evaluate import join_extra_rows
+    from taskcodec.errors import ConfigError
+
+    base = "baselines={jpeg: [10], webp: [], avif: [], downsample: [], downsample_jpeg: []}"
+    first = evaluate(cfg_eval(tmp_path / "a", reference_ckpt, base))["rows"]
+    other = tmp_path / "other.ckpt"  # the same run with one weight changed: another reference
+    ckpt = torch.load(reference_ckpt, weights_only=True)
+    for k in [k for k in ckpt["state_dict"] if k.endswith("fc.bias")]:
+        ckpt["state_dict"][k] = ckpt["state_dict"][k] + 1.0
+    torch.save(ckpt, other)
+    assert reference_id(str(other)) != reference_id(reference_ckpt)
+    with pytest.raises(ConfigError, match="one table, one reference"):
+        evaluate(cfg_eval(tmp_path / "b", str(other), base, f"reuse_baselines={tmp_path / 'a'}"))
+    row = dict(first[1], codec="jpeg+finetuned", reference_id=reference_id(str(other)))
+    (tmp_path / "x.json").write_text(json.dumps([row]))
+    with pytest.raises(ConfigError, match="one table, one reference"):
+        join_extra_rows(first, [tmp_path / "x.json"], 6, reference_id(reference_ckpt))
+    (tmp_path / "y.json").write_text(json.dumps([{k: v for k, v in row.items() if k != "reference_id"}]))
+    with pytest.raises(ConfigError, match="unnamed"):
+        join_extra_rows(first, [tmp_path / "y.json"], 6, reference_id(reference_ckpt))
+
+
+def test_headline_says_which_codecs_beat_the_label_row() -> None:
+    rows = [
+        *table_rows(),
+        {"codec": "label", "setting": "top-1", "bytes_per_image": 1.5, "payload_bytes_per_image": 0.5, "top1": 0.70,
+         "client_macs_share": 1.0},
+        {"codec": "taskcodec-split", "setting": "lmbda=1", "bytes_per_image": 8, "payload_bytes_per_image": 7,
+         "top1": 0.70, "client_macs_share": 1.08},
+        {"codec": "taskcodec-light", "setting": "lmbda=1", "bytes_per_image": 30, "payload_bytes_per_image": 29,
+         "top1": 0.70, "client_macs_share": 0.05},
+    ]  # fmt: skip
+    h = headline(rows)
+    assert h["taskcodec-split"]["beats_label"] is False  # whole classifier on the client, more bytes than its answer
+    assert h["taskcodec-light"]["beats_label"] is True and h["taskcodec-light"]["lighter_client_than_label"] is True
+    assert h["taskcodec-light"]["fewer_bytes_than_label"] is False
+    assert h["best_light_client"]["codec"] == "taskcodec-light" and h["best_light_client"]["bytes_per_image"] == 30

@@ -11,6 +11,7 @@ import torch
 from taskcodec.bitstream import pack_record, unpack_record
 from taskcodec.errors import BitstreamError, CheckpointError, ConfigError
 from taskcodec.models import create_codec, list_codecs
+from taskcodec.models.classifier import reference_weights
 
 # One tiny configuration per family (and per variant that codes differently).
 TINY = {
@@ -197,7 +198,7 @@ def test_split_any_timm_stage() -> None:
 
 
 def test_reference_loading(reference_ckpt: str, tmp_path) -> None:
-    ref = torch.load(reference_ckpt, weights_only=True)["state_dict"]
+    ref = {"classifier.model." + k: v for k, v in reference_weights(reference_ckpt)[2].items()}
     pixel = create_codec("hyperprior", N=8, M=8, head="pixel", num_classes=3)
     assert pixel.init_from_reference(reference_ckpt) == []
     assert torch.equal(pixel.classifier.model.layer1[0].conv1.weight, ref["classifier.model.layer1.0.conv1.weight"])
@@ -216,3 +217,13 @@ def test_reference_loading(reference_ckpt: str, tmp_path) -> None:
         pixel.init_from_reference(str(tmp_path / "junk.ckpt"))
     with pytest.raises(CheckpointError, match="does not exist"):
         pixel.init_from_reference(str(tmp_path / "missing.ckpt"))
+
+
+def test_reference_is_the_ema_of_its_weights(reference_ckpt: str) -> None:
+    """experiment=reference validates and tests an EMA of the weights: that copy is the reference."""
+    ckpt = torch.load(reference_ckpt, weights_only=True)
+    assert ckpt["hyper_parameters"]["ema_decay"] > 0
+    live = ckpt["state_dict"]["classifier.model.fc.weight"]
+    ema = ckpt["state_dict"]["ema.module.model.fc.weight"]
+    assert not torch.equal(live, ema)  # two training steps moved them apart
+    assert torch.equal(reference_weights(reference_ckpt)[2]["fc.weight"], ema)

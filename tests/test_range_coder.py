@@ -5,12 +5,21 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from taskcodec.errors import BitstreamError
-from taskcodec.range_coder import PRECISION, RangeDecoder, RangeEncoder
+from taskcodec.range_coder import (
+    PRECISION,
+    BatchDecoder,
+    BatchEncoder,
+    CdfTables,
+    RangeDecoder,
+    RangeEncoder,
+    compiled_available,
+)
 
 
 def quantised_cdf(weights: list[float]) -> list[int]:
@@ -90,3 +99,71 @@ def test_bypass_count_is_bounded() -> None:
     enc.encode_with_indexes([1 << 60], [0], [cdf], [len(cdf)], [0])  # an absurdly large escaped value
     with pytest.raises(BitstreamError, match="impossibly large"):
         RangeDecoder(enc.flush()).decode_stream([0], [cdf], [len(cdf)], [0])
+
+
+# -- the compiled path (numba kernels over batches) against the Python reference coder ------------
+
+def _tables_of(cdfs: list[list[int]], offsets: list[int]) -> CdfTables:
+    width = max(len(c) for c in cdfs)
+    arr = np.zeros((len(cdfs), width), np.int32)
+    for k, c in enumerate(cdfs):
+        arr[k, : len(c)] = c
+    return CdfTables(arr, [len(c) for c in cdfs], offsets)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cdfs=tables, data=st.data())
+def test_compiled_coder_writes_the_python_coders_bytes(cdfs, data) -> None:
+    """Byte-identical streams from both paths, and each path reads the other's streams back."""
+    offsets = data.draw(st.lists(st.integers(-8, 8), min_size=len(cdfs), max_size=len(cdfs)))
+    tabs = _tables_of(cdfs, offsets)
+    batch = data.draw(st.integers(1, 4))
+    segments = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        n = data.draw(st.integers(0, 60))
+        idx = np.array(data.draw(st.lists(st.integers(0, len(cdfs) - 1), min_size=batch * n, max_size=batch * n)))
+        # mostly in range, some far outside (escaped), up to the int32 extremes CompressAI can produce
+        syms = np.array(data.draw(st.lists(st.one_of(st.integers(-4, 24), st.integers(-(2**31), 2**31 - 1)),
+                                           min_size=batch * n, max_size=batch * n)))  # fmt: skip
+        segments.append((syms.reshape(batch, n), idx.reshape(batch, n)))
+    streams = []
+    for compiled in (False, True):
+        enc = BatchEncoder(batch, compiled=compiled)
+        for syms, idx in segments:
+            enc.encode(syms, idx, tabs)
+        streams.append(enc.flush())
+    assert streams[0] == streams[1]
+    for compiled in (False, True):
+        dec = BatchDecoder(streams[0], compiled=compiled)
+        for syms, idx in segments:
+            assert np.array_equal(dec.decode(idx, tabs), syms)
+        assert all(r >= len(s) for r, s in zip(dec.bytes_read, streams[0], strict=True))
+
+
+def test_compiled_decoder_fails_like_the_python_one_on_garbage() -> None:
+    """Random bytes decode to the same symbols, or the same BitstreamError, on both paths."""
+    tabs = _tables_of([quantised_cdf([1.0, 2.0, 3.0]), quantised_cdf([1.0, 1.0])], [0, -1])
+    rng = random.Random(2)
+    idx = np.array([[rng.randrange(2) for _ in range(50)]])
+    for _ in range(300):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        results = []
+        for compiled in (False, True):
+            try:
+                results.append(BatchDecoder([junk], compiled=compiled).decode(idx, tabs).tolist())
+            except BitstreamError as e:
+                results.append(str(e))
+        assert results[0] == results[1]
+
+
+def test_coder_choice_follows_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("TASKCODEC_CODER", "python")
+    assert not BatchEncoder(1).compiled and not compiled_available()
+    monkeypatch.setenv("TASKCODEC_CODER", "auto")
+    assert BatchEncoder(1).compiled  # numba is a dependency
+
+
+def test_tables_refuse_indexes_out_of_range() -> None:
+    tabs = _tables_of([quantised_cdf([1.0, 2.0])], [0])
+    with pytest.raises(ValueError, match="CDF indexes"):
+        BatchEncoder(1, compiled=True).encode(np.array([[0]]), np.array([[1]]), tabs)

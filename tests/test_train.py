@@ -154,3 +154,16 @@ def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
 def test_reference_logs_train_accuracy(reference_ckpt) -> None:
     header = (Path(reference_ckpt).parents[1] / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/acc", "train/loss", "val/acc"} <= set(header)
+
+
+def test_no_reference_table_and_client_cost_line(tmp_path, capsys) -> None:
+    """`reference_table=null` skips the comparison instead of crashing after training; the run prints its client cost."""
+    from train import train
+
+    cfg = compose_cfg("train.yaml", [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=1",
+                                     "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+                                     "trainer.limit_test_batches=1", "reference_table=null"], tmp_path)  # fmt: skip
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "reference_table=null" in out
+    assert "of the reference's MACs" in out and "x Pillow JPEG q=30" in out

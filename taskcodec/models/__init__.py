@@ -4,7 +4,7 @@
 each family is one module here that registers itself with ``@register_codec``.
 """
 
-from taskcodec.models import hyperprior, split  # noqa: F401  (importing registers the families)
+from taskcodec.models import hyperprior, light, split  # noqa: F401  (importing registers the families)
 from taskcodec.models.base import MAX_LATENT_SYMBOLS, TaskCodecBase
 from taskcodec.models.classifier import (
     ImageClassifier,

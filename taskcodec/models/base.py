@@ -25,7 +25,7 @@ from taskcodec.bitstream import pack_record, unpack_record
 from taskcodec.errors import BitstreamError, ConfigError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.models.entropy import EntropyStage
-from taskcodec.range_coder import RangeDecoder, RangeEncoder
+from taskcodec.range_coder import BatchDecoder, BatchEncoder
 
 #: decoding refuses records whose latent would exceed this many symbols per image, or whose image
 #: would exceed this many pixels (the same cap as reading an image), before any tensor is made:
@@ -135,9 +135,9 @@ class TaskCodecBase(CompressionModel):
         y = self.analysis(self._pad(x))
         _, likelihoods = self.entropy(y)
         est = sum(-torch.log2(lik).flatten(1).sum(1) for lik in likelihoods.values())
-        encoders = [RangeEncoder() for _ in range(len(y))]
+        encoders = BatchEncoder(len(y))
         self.entropy.write(y, encoders)
-        return {"payloads": [e.flush() for e in encoders], "est_bits": est, "image_size": tuple(x.shape[-2:])}
+        return {"payloads": encoders.flush(), "est_bits": est, "image_size": tuple(x.shape[-2:])}
 
     @torch.no_grad()
     def decode_latents(self, payloads: list[bytes], image_size: tuple[int, int]) -> Tensor:
@@ -156,12 +156,12 @@ class TaskCodecBase(CompressionModel):
                 f"{MAX_DECODE_PIXELS} pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt "
                 "or the image is too large for this codec"
             )
-        decoders = [RangeDecoder(p) for p in payloads]
+        decoders = BatchDecoder(payloads)
         y_hat = self.entropy.read(decoders, shape)
-        for d, p in zip(decoders, payloads, strict=True):
-            if d.bytes_read < len(p):
+        for read, p in zip(decoders.bytes_read, payloads, strict=True):
+            if read < len(p):
                 raise BitstreamError(
-                    f"corrupt record: {len(p) - d.bytes_read} bytes after the coded data; "
+                    f"corrupt record: {len(p) - read} bytes after the coded data; "
                     "garbage was appended or the record was made by another model"
                 )
         return y_hat

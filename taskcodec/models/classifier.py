@@ -84,9 +84,11 @@ def reference_weights(path: str) -> tuple[str, int, dict[str, Tensor]]:
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "classifier" not in hp or "num_classes" not in hp or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a reference classifier checkpoint (train.py experiment=reference)")
-    weights = strip_prefix(ckpt["state_dict"], "classifier.model.")
+    # a run with an EMA of its weights validated and tested the EMA: that is the reference
+    prefix = "ema.module.model." if float(hp.get("ema_decay") or 0) > 0 else "classifier.model."
+    weights = strip_prefix(ckpt["state_dict"], prefix)
     if not weights:
-        raise CheckpointError(f"{path} has no 'classifier.model.*' weights; pass a train.py experiment=reference checkpoint")
+        raise CheckpointError(f"{path} has no '{prefix}*' weights; pass a train.py experiment=reference checkpoint")
     return hp["classifier"], int(hp["num_classes"]), weights
 
 
@@ -112,3 +114,20 @@ def load_image_classifier(path: str) -> ImageClassifier:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit {name!r}: {e}") from e
     return model.eval()
+
+
+def reference_id(path: str) -> str:
+    """A content id of a reference classifier: 16 hex digits of SHA-256 over its timm name, classes and weights.
+
+    Tables name their reference by it, so rows measured against another classifier (or another
+    epoch of the same run) are never joined into one table.
+    """
+    import hashlib
+
+    name, num_classes, weights = reference_weights(path)
+    h = hashlib.sha256(f"{name}|{num_classes}".encode())
+    for k in sorted(weights):
+        t = weights[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -8,36 +8,47 @@ Two stages, shared by every codec family:
   through an ``EntropyBottleneck``, ``h_s(z_hat)`` predicts the scales of a ``GaussianConditional``
   for ``y``. ``z`` costs bytes of its own, which matters at latents of a few hundred symbols.
 
-Coding writes every image into its own :class:`~taskcodec.range_coder.RangeEncoder` (``z`` first,
-then ``y``, one stream) and reads them back in the same order.
+Coding writes every image into its own range-coded stream (``z`` first, then ``y``) through one
+:class:`~taskcodec.range_coder.BatchEncoder` per batch (compiled kernels where numba is installed,
+the Python reference coder otherwise: the same bytes) and reads them back in the same order.
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from taskcodec.range_coder import RangeDecoder, RangeEncoder
+from taskcodec.range_coder import BatchDecoder, BatchEncoder, CdfTables
 
 
-def _tables(model) -> tuple[list, list, list]:
-    return model._quantized_cdf.tolist(), model._cdf_length.tolist(), model._offset.tolist()
+def _content_key(tensors) -> tuple:
+    """A cheap fingerprint of some tensors' values (inference tensors have no version counter to key on)."""
+    return tuple((tuple(t.shape), zlib.crc32(t.detach().cpu().contiguous().numpy().tobytes())) for t in tensors)
 
 
-def _write(encoders: list[RangeEncoder], symbols: Tensor, indexes: Tensor, tables: tuple) -> None:
-    symbols, indexes = symbols.flatten(1).tolist(), indexes.flatten(1).tolist()
-    for enc, s, i in zip(encoders, symbols, indexes, strict=True):
-        enc.encode_with_indexes(s, i, *tables)
+def _tables(model) -> CdfTables:
+    """The model's CDF tables, converted once per ``update()`` (keyed on the buffers' contents)."""
+    key = _content_key((model._quantized_cdf, model._cdf_length, model._offset))
+    cached = getattr(model, "_taskcodec_tables", None)
+    if cached is None or cached[0] != key:
+        tables = CdfTables(model._quantized_cdf.numpy(), model._cdf_length.numpy(), model._offset.numpy())
+        object.__setattr__(model, "_taskcodec_tables", (key, tables))  # a plain attribute, not a module/buffer
+        return tables
+    return cached[1]
 
 
-def _read(decoders: list[RangeDecoder], indexes: Tensor, tables: tuple) -> Tensor:
-    flat = indexes.flatten(1).tolist()
-    values = [dec.decode_stream(i, *tables) for dec, i in zip(decoders, flat, strict=True)]
-    return torch.tensor(values, dtype=torch.float32).reshape(indexes.shape)
+def _write(encoders: BatchEncoder, symbols: Tensor, indexes: Tensor, tables: CdfTables) -> None:
+    encoders.encode(symbols.flatten(1).numpy(), indexes.flatten(1).numpy(), tables)
+
+
+def _read(decoders: BatchDecoder, indexes: Tensor, tables: CdfTables) -> Tensor:
+    values = decoders.decode(indexes.flatten(1).numpy(), tables)
+    return torch.from_numpy(values).to(torch.float32).reshape(indexes.shape)
 
 
 def _eb_median(eb: EntropyBottleneck, ndim: int) -> Tensor:
@@ -54,10 +65,10 @@ class EntropyStage(nn.Module):
         """``(y_hat, likelihoods)``; in training ``y_hat`` is ``y`` rounded with a straight-through gradient."""
         raise NotImplementedError
 
-    def write(self, y: Tensor, encoders: list[RangeEncoder]) -> None:
+    def write(self, y: Tensor, encoders: BatchEncoder) -> None:
         raise NotImplementedError
 
-    def read(self, decoders: list[RangeDecoder], shape: tuple[int, int, int]) -> Tensor:
+    def read(self, decoders: BatchDecoder, shape: tuple[int, int, int]) -> Tensor:
         raise NotImplementedError
 
 
@@ -77,14 +88,14 @@ class FactorizedEntropy(EntropyStage):
             y_hat = y_noisy  # round(y - median) + median: what decoding rebuilds
         return y_hat, {"y": lik}
 
-    def write(self, y: Tensor, encoders: list[RangeEncoder]) -> None:
+    def write(self, y: Tensor, encoders: BatchEncoder) -> None:
         eb = self.entropy_bottleneck
         symbols = eb.quantize(y, "symbols", _eb_median(eb, y.dim()))
         _write(encoders, symbols, eb._build_indexes(y.size()), _tables(eb))
 
-    def read(self, decoders: list[RangeDecoder], shape: tuple[int, int, int]) -> Tensor:
+    def read(self, decoders: BatchDecoder, shape: tuple[int, int, int]) -> Tensor:
         eb = self.entropy_bottleneck
-        indexes = eb._build_indexes((len(decoders), *shape))
+        indexes = eb._build_indexes((decoders.batch, *shape))
         values = _read(decoders, indexes, _tables(eb))
         return values + _eb_median(eb, values.dim())
 
@@ -127,10 +138,15 @@ class HyperpriorEntropy(EntropyStage):
     def _indexes(self, z_hat: Tensor) -> Tensor:
         # h_s in float64 on both sides: batch size and thread count change float32 conv results in
         # the last bit, and a scale that crosses a table boundary would desynchronise the decoder.
-        h_s = copy.deepcopy(self.h_s).double()
-        return self.gaussian_conditional.build_indexes(h_s(z_hat.double()).float())
+        key = _content_key(tuple(self.h_s.parameters()))
+        cached = self.__dict__.get("_h_s64")
+        if cached is None or cached[0] != key:  # a float64 copy, made again only when h_s changes
+            cached = (key, copy.deepcopy(self.h_s).double().eval())
+            self.__dict__["_h_s64"] = cached
+        with torch.no_grad():
+            return self.gaussian_conditional.build_indexes(cached[1](z_hat.double()).float())
 
-    def write(self, y: Tensor, encoders: list[RangeEncoder]) -> None:
+    def write(self, y: Tensor, encoders: BatchEncoder) -> None:
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z = self.h_a(torch.abs(y))
         med = _eb_median(eb, z.dim())
@@ -139,10 +155,10 @@ class HyperpriorEntropy(EntropyStage):
         indexes = self._indexes(z_symbols.float() + med)
         _write(encoders, gc.quantize(y, "symbols"), indexes, _tables(gc))
 
-    def read(self, decoders: list[RangeDecoder], shape: tuple[int, int, int]) -> Tensor:
+    def read(self, decoders: BatchDecoder, shape: tuple[int, int, int]) -> Tensor:
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         c, h, w = shape
-        z_size = (len(decoders), eb.channels, h // self.stride, w // self.stride)
+        z_size = (decoders.batch, eb.channels, h // self.stride, w // self.stride)
         z_hat = _read(decoders, eb._build_indexes(z_size), _tables(eb)) + _eb_median(eb, 4)
         return _read(decoders, self._indexes(z_hat), _tables(gc))
 

@@ -1,0 +1,114 @@
+"""The light client family: cost, real coding, the two-stage recipe (features, then a frozen client)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import CPU, DATA, compose_cfg
+from tiny_codec import tiny_codec
+
+from taskcodec.cost import classifier_macs, client_macs, encode_throughput
+from taskcodec.errors import CheckpointError, ConfigError
+from taskcodec.models import ImageClassifier, create_codec, load_image_classifier
+from taskcodec.models.light import FeatureTeacher
+
+
+def test_client_runs_none_of_the_classifier_and_costs_a_few_percent() -> None:
+    codec = create_codec("light", num_classes=10).eval()
+    ref = classifier_macs(ImageClassifier("resnet18", 10))
+    share = client_macs(codec) / ref
+    assert 0.02 < share < 0.10  # the default client: ~7.7% of resnet18's MACs at 64x64
+    small = create_codec("light", num_classes=10, channels=[8, 16, 32], kernel=3).eval()
+    assert client_macs(small) < client_macs(codec) / 3
+    # the client holds no classifier stage: every reference weight is on the server side
+    assert not any(n.startswith(("g_a.layer", "g_a.conv1")) for n, _ in codec.named_parameters())
+
+
+@pytest.mark.parametrize("entropy", ["factorized", "hyperprior"])
+def test_real_coding_gives_the_training_latents_and_logits(entropy: str) -> None:
+    codec = tiny_codec("light", entropy=entropy, channels=[8, 8], split="layer1")
+    x = torch.rand(3, 3, 64, 64)
+    records = codec.encode(x)
+    out = codec.decode(records)
+    ref = codec(x)
+    assert torch.equal(out["y_hat"], ref["y_hat"])
+    assert torch.allclose(out["logits"], ref["logits"], atol=1e-5)
+    assert min(len(r) for r in records) > 1
+
+
+def test_features_match_the_teachers_depths(reference_ckpt: str) -> None:
+    codec = create_codec("light", num_classes=3, channels=[8, 8], M=8, split="layer2")
+    codec.init_from_reference(reference_ckpt)
+    teacher = FeatureTeacher(load_image_classifier(reference_ckpt), codec)
+    x = torch.rand(2, 3, 64, 64)
+    s, t = codec(x)["features"], teacher(x)["features"]
+    assert [f.shape for f in s] == [f.shape for f in t]  # layer2, layer3, layer4 outputs
+    assert len(s) == 3
+    # the teacher's logits are the reference's own
+    assert torch.allclose(teacher(x)["logits"], load_image_classifier(reference_ckpt)(x), atol=1e-5)
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(ConfigError, match="channels"):
+        create_codec("light", channels=[])
+    with pytest.raises(ConfigError, match="act"):
+        create_codec("light", act="tanh")
+    with pytest.raises(ConfigError, match="not a stage"):
+        create_codec("light", split="layer9")
+
+
+def test_two_stage_recipe_freezes_the_client(reference_ckpt: str, tmp_path) -> None:
+    """Stage 1 trains on features (needs a teacher); stage 2 leaves the client's bytes untouched."""
+    from train import train
+
+    light = ["model/codec=light", "model.codec.channels=[8,8]", "model.codec.M=8", "model.codec.N=16"]
+    common = [*DATA, *CPU, *light, "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+              "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", f"reference_table={tmp_path}/none.csv",
+              f"model.reference_ckpt={reference_ckpt}"]  # fmt: skip
+    s1 = train(compose_cfg("train.yaml", [*common, "experiment=light_features"], tmp_path / "s1"))
+    s2 = train(compose_cfg("train.yaml", [*common, "experiment=light_task", f"model.init_codec={s1['final_ckpt']}"],
+                           tmp_path / "s2"))  # fmt: skip
+    a = torch.load(s1["final_ckpt"], weights_only=True)["taskcodec"]["state_dict"]
+    b = torch.load(s2["final_ckpt"], weights_only=True)["taskcodec"]["state_dict"]
+    client = [k for k in a if k.startswith(("g_a.", "entropy."))]
+    server = [k for k in a if k.startswith("g_s.")]
+    assert client and all(torch.equal(a[k], b[k]) for k in client)
+    assert not all(torch.equal(a[k], b[k]) for k in server)
+    assert s1["test/bytes_per_image"] == s2["test/bytes_per_image"]
+    # stage 2 from a checkpoint of another configuration is refused with a clear error
+    with pytest.raises(CheckpointError, match="same model.codec"):
+        train(compose_cfg("train.yaml", [*common, "experiment=light_task", f"model.init_codec={s1['final_ckpt']}",
+                                         "model.codec.M=4"], tmp_path / "s3"))  # fmt: skip
+
+
+def test_features_objective_needs_a_family_with_features(reference_ckpt: str, tmp_path) -> None:
+    from train import train
+
+    cfg = compose_cfg("train.yaml", [*DATA, *CPU, "model.objective=features", f"model.reference_ckpt={reference_ckpt}",
+                                     "logger=csv"], tmp_path)  # fmt: skip
+    with pytest.raises(ConfigError, match="model/codec=light"):
+        train(cfg)
+
+
+def test_encode_throughput_reports_both_sides() -> None:
+    codec = tiny_codec("light", channels=[8, 8])
+    images = (np.random.default_rng(0).random((8, 64, 64, 3)) * 255).astype(np.uint8)
+    res = encode_throughput(codec, images, batch=4, repeats=1)
+    assert res["images"] == 8
+    assert res["client_encode_vs_jpeg"] == pytest.approx(res["client_encode_images_per_s"] / res["jpeg_encode_images_per_s"])
+
+
+def test_label_records_round_trip_and_cost_about_a_byte() -> None:
+    from taskcodec.label import LabelCodec
+
+    for k in (2, 10, 100, 1000):
+        codec = LabelCodec(k)
+        sizes = []
+        for label in range(0, k, max(1, k // 37)):
+            record = codec.encode(label)
+            assert codec.decode(record) == label
+            sizes.append(len(record))
+        assert max(sizes) <= 1 + -(-k.bit_length() // 8) + 1  # size byte + about log2(k) bits
+    with pytest.raises(ConfigError):
+        LabelCodec(10).encode(10)
