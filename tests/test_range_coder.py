@@ -167,3 +167,19 @@ def test_tables_refuse_indexes_out_of_range() -> None:
     tabs = _tables_of([quantised_cdf([1.0, 2.0])], [0])
     with pytest.raises(ValueError, match="CDF indexes"):
         BatchEncoder(1, compiled=True).encode(np.array([[0]]), np.array([[1]]), tabs)
+
+
+def test_one_pass_scale_indexes_equal_compressais() -> None:
+    """taskcodec's bucketize lookup gives GaussianConditional.build_indexes' indexes, ties and bounds included."""
+    import torch
+    from compressai.entropy_models import GaussianConditional
+    from compressai.models.base import get_scale_table
+
+    from taskcodec.models.entropy import scale_indexes
+
+    gc = GaussianConditional(None)
+    gc.update_scale_table(get_scale_table())
+    table = gc.scale_table
+    scales = torch.cat([torch.rand(5000) * 300, torch.rand(5000) * 0.2, table, table * (1 + 1e-7), table * (1 - 1e-7),
+                        torch.tensor([0.0, -1.0, 1e9])]).reshape(1, -1, 1, 1)  # fmt: skip
+    assert torch.equal(scale_indexes(gc, scales), gc.build_indexes(scales))

@@ -122,19 +122,21 @@ class TaskCodecBase(CompressionModel):
 
     # -- real coding ----------------------------------------------------------------------------
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict[str, Any]:
+    def compress(self, x: Tensor, estimate: bool = True) -> dict[str, Any]:
         """One range-coded payload per image, plus the entropy model's estimate (same ``g_a`` pass).
 
         Call ``update(force=True)`` first. Coding runs on CPU so that both ends compute the same
-        numbers on every machine.
+        numbers on every machine. ``estimate=False`` skips the likelihoods (a client only sends).
         """
         self._require("encoder")
         self._require_cpu()
         if self.training:
             raise ConfigError("call .eval() before compress: coding uses real rounding, not training noise")
         y = self.analysis(self._pad(x))
-        _, likelihoods = self.entropy(y)
-        est = sum(-torch.log2(lik).flatten(1).sum(1) for lik in likelihoods.values())
+        est = None
+        if estimate:
+            _, likelihoods = self.entropy(y)
+            est = sum(-torch.log2(lik).flatten(1).sum(1) for lik in likelihoods.values())
         encoders = BatchEncoder(len(y))
         self.entropy.write(y, encoders)
         return {"payloads": encoders.flush(), "est_bits": est, "image_size": tuple(x.shape[-2:])}
@@ -175,7 +177,7 @@ class TaskCodecBase(CompressionModel):
     def encode(self, x: Tensor) -> list[bytes]:
         """One self-contained record per image (see :mod:`taskcodec.bitstream`)."""
         h, w = x.shape[-2:]
-        return [pack_record(h, w, p) for p in self.compress(x)["payloads"]]
+        return [pack_record(h, w, p) for p in self.compress(x, estimate=False)["payloads"]]
 
     def decode(self, records: list[bytes]) -> dict[str, Tensor]:
         """Decode records (of any mix of sizes) to logits, in the order given."""

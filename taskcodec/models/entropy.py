@@ -51,6 +51,18 @@ def _read(decoders: BatchDecoder, indexes: Tensor, tables: CdfTables) -> Tensor:
     return torch.from_numpy(values).to(torch.float32).reshape(indexes.shape)
 
 
+def scale_indexes(gc: GaussianConditional, scales: Tensor) -> Tensor:
+    """``gc.build_indexes(scales)`` in one pass: the number of scale-table entries (but the last) below each scale.
+
+    CompressAI loops over the table (64 comparisons per symbol); ``torch.bucketize`` with
+    ``right=False`` counts the boundaries strictly below each value, which is the same index,
+    ties included (tested against CompressAI's own).
+    """
+    scales = gc.lower_bound_scale(scales)
+    table = gc.scale_table[:-1].to(scales.dtype)
+    return torch.bucketize(scales, table, right=False).int()
+
+
 def _eb_median(eb: EntropyBottleneck, ndim: int) -> Tensor:
     return eb._get_medians().detach().reshape(1, -1, *([1] * (ndim - 2)))
 
@@ -144,7 +156,7 @@ class HyperpriorEntropy(EntropyStage):
             cached = (key, copy.deepcopy(self.h_s).double().eval())
             self.__dict__["_h_s64"] = cached
         with torch.no_grad():
-            return self.gaussian_conditional.build_indexes(cached[1](z_hat.double()).float())
+            return scale_indexes(self.gaussian_conditional, cached[1](z_hat.double()).float())
 
     def write(self, y: Tensor, encoders: BatchEncoder) -> None:
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
