@@ -4,7 +4,8 @@
 
 Reads each run's CSV log (``csv/metrics.csv``, written by ``logger=csv``; ``time/elapsed_s`` is the
 cumulative training wall time, kept across resumed sessions) and its resolved config. Writes
-``curves.json`` (one entry per run), ``curves.png`` and ``provenance.json`` to ``--out``. A run
+``curves.json`` (one entry per run), ``curves.png``, each run's ``<name>.config.yaml`` and
+``provenance.json`` to ``--out``. A run
 still training is reported as such, with its curve so far.
 """
 
@@ -87,6 +88,10 @@ def main() -> None:
     args = ap.parse_args()
     runs = [read_run(r) for r in args.runs if r.is_dir()]
     args.out.mkdir(parents=True, exist_ok=True)
+    for r in args.runs:  # each run's resolved Hydra config beside its curve
+        cfg = r / ".hydra" / "config.yaml"
+        if cfg.is_file():
+            (args.out / f"{r.name}.config.yaml").write_text(cfg.read_text())
     (args.out / "curves.json").write_text(json.dumps(runs, indent=1))
     plot(runs, args.out / "curves.png")
     (args.out / "provenance.json").write_text(json.dumps(run_provenance(), indent=1))

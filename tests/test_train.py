@@ -148,7 +148,7 @@ def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
          "baselines=null", f"codec_dirs=[{tmp_path}]"],
         tmp_path,
     )  # fmt: skip
-    assert [r["codec"] for r in evaluate(ev)["rows"]] == ["none", "taskcodec-split-layer4-factorized+kd"]
+    assert [r["codec"] for r in evaluate(ev)["rows"]] == ["none", "label", "taskcodec-split-layer4-factorized+kd"]
 
 
 def test_reference_logs_train_accuracy(reference_ckpt) -> None:
