@@ -32,42 +32,43 @@ OK, LEFT_RANGE, ESCAPE_TOO_LARGE = 0, 1, 2
 
 
 @njit(cache=True, inline="always")
-def _shift_low(state, out, b, pos):
-    low = state[b, 0]
+def _shift_low(low, cache, csize, out, b, p):
+    """LZMA's carry-propagating byte output; the state lives in locals (registers), not arrays."""
     if low < 0xFF000000 or low > _MASK32:
         carry = low >> 32
-        temp = state[b, 2]
+        temp = cache
         while True:
-            out[b, pos] = (temp + carry) & 0xFF
-            pos += 1
+            out[b, p] = (temp + carry) & 0xFF
+            p += 1
             temp = 0xFF
-            state[b, 3] -= 1
-            if state[b, 3] == 0:
+            csize -= 1
+            if csize == 0:
                 break
-        state[b, 2] = (low >> 24) & 0xFF
-    state[b, 3] += 1
-    state[b, 0] = (low & 0x00FFFFFF) << 8
-    return pos
+        cache = (low >> 24) & 0xFF
+    csize += 1
+    low = (low & 0x00FFFFFF) << 8
+    return low, cache, csize, p
 
 
 @njit(cache=True, inline="always")
-def _encode(state, out, b, pos, start, freq):
-    r = state[b, 1] >> _PRECISION
-    state[b, 0] += r * start
+def _encode(low, rng, cache, csize, out, b, p, start, freq):
+    r = rng >> _PRECISION
+    low += r * start
     rng = r * freq
     while rng < _TOP:
         rng <<= 8
-        state[b, 1] = rng
-        pos = _shift_low(state, out, b, pos)
-    state[b, 1] = rng
-    return pos
+        low, cache, csize, p = _shift_low(low, cache, csize, out, b, p)
+    return low, rng, cache, csize, p
+
+
+_BYPASS_FREQ = 1 << (_PRECISION - _BYPASS_BITS)
 
 
 @njit(cache=True)
 def encode_batch(symbols, indexes, cdfs, cdf_lengths, offsets, state, out, pos):
     """Append ``symbols[b]`` (coded with ``cdfs[indexes[b]]``) to stream ``b`` for every ``b``."""
     for b in range(symbols.shape[0]):
-        p = pos[b]
+        low, rng, cache, csize, p = state[b, 0], state[b, 1], state[b, 2], state[b, 3], pos[b]
         for i in range(symbols.shape[1]):
             idx = indexes[b, i]
             max_value = cdf_lengths[idx] - 2
@@ -80,20 +81,20 @@ def encode_batch(symbols, indexes, cdfs, cdf_lengths, offsets, state, out, pos):
                 raw = 2 * (value - max_value)
                 value = max_value
             lo = np.int64(cdfs[idx, value])
-            p = _encode(state, out, b, p, lo, np.int64(cdfs[idx, value + 1]) - lo)
-            if value == max_value:
+            low, rng, cache, csize, p = _encode(low, rng, cache, csize, out, b, p, lo, np.int64(cdfs[idx, value + 1]) - lo)
+            if value == max_value:  # escape: a nibble count (15 = "and more"), then the raw value's nibbles
                 n = 0
                 while n < 16 and raw >> (n * _BYPASS_BITS):  # (a shift by 64 is undefined in LLVM)
                     n += 1
                 count = n
                 while count >= _BYPASS_MAX:
-                    p = _encode(state, out, b, p, _BYPASS_MAX << (_PRECISION - _BYPASS_BITS), 1 << (_PRECISION - _BYPASS_BITS))
+                    low, rng, cache, csize, p = _encode(low, rng, cache, csize, out, b, p, _BYPASS_MAX * _BYPASS_FREQ, _BYPASS_FREQ)
                     count -= _BYPASS_MAX
-                p = _encode(state, out, b, p, count << (_PRECISION - _BYPASS_BITS), 1 << (_PRECISION - _BYPASS_BITS))
+                low, rng, cache, csize, p = _encode(low, rng, cache, csize, out, b, p, count * _BYPASS_FREQ, _BYPASS_FREQ)
                 for j in range(n):
                     nibble = (raw >> (j * _BYPASS_BITS)) & _BYPASS_MAX
-                    p = _encode(state, out, b, p, nibble << (_PRECISION - _BYPASS_BITS), 1 << (_PRECISION - _BYPASS_BITS))
-        pos[b] = p
+                    low, rng, cache, csize, p = _encode(low, rng, cache, csize, out, b, p, nibble * _BYPASS_FREQ, _BYPASS_FREQ)
+        state[b, 0], state[b, 1], state[b, 2], state[b, 3], pos[b] = low, rng, cache, csize, p
 
 
 @njit(cache=True)
@@ -101,17 +102,16 @@ def flush_batch(state, out, pos):
     """End every stream as ``RangeEncoder.flush`` does; returns each stream's length after trimming."""
     lengths = np.zeros(state.shape[0], np.int64)
     for b in range(state.shape[0]):
-        lo = state[b, 0]
-        hi = lo + state[b, 1] - 1
-        for k in range(40, -1, -1):
-            v = ((lo + (np.int64(1) << k) - 1) >> k) << k
+        low, rng, cache, csize, p = state[b, 0], state[b, 1], state[b, 2], state[b, 3], pos[b]
+        hi = low + rng - 1
+        for k in range(40, -1, -1):  # the value in [low, hi] with the most trailing zero bits
+            v = ((low + (np.int64(1) << k) - 1) >> k) << k
             if v <= hi:
-                state[b, 0] = v
+                low = v
                 break
-        p = pos[b]
         for _ in range(5):
-            p = _shift_low(state, out, b, p)
-        pos[b] = p
+            low, cache, csize, p = _shift_low(low, cache, csize, out, b, p)
+        state[b, 0], state[b, 2], state[b, 3], pos[b] = low, cache, csize, p
         n = p
         while n > 1 and out[b, n - 1] == 0:
             n -= 1
