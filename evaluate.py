@@ -34,6 +34,7 @@ from taskcodec.evaluation import (  # noqa: E402
     evaluate_label,
     evaluate_taskcodec,
     headline,
+    plot_client_frontier,
     plot_rate_accuracy,
     taskcodec_client_columns,
     write_table,
@@ -238,6 +239,7 @@ def evaluate(cfg: DictConfig) -> dict:
     add_paired(rows)
     csv_path, _ = write_table(rows, out_dir, "rate_accuracy")
     png = plot_rate_accuracy(rows, out_dir / "rate_accuracy.png", f"{datamodule.num_classes} classes, n={n}")
+    plot_client_frontier(rows, out_dir / "client_frontier.png", title=f"{datamodule.num_classes} classes, n={n}")
     head = headline(rows)
     reference = {"id": ref_id, "checkpoint": cfg.classifier_ckpt, "top1": next(r["top1"] for r in rows if r["codec"] == "none"),
                  "macs": ref_macs, "jpeg_q30_encode_images_per_s_one_thread": jpeg_per_s}  # fmt: skip

@@ -25,6 +25,7 @@ from taskcodec.export import PAYLOAD_KEY, codec_payload, load_codec_state
 from taskcodec.losses import RateFeatureLoss, RateTaskLoss
 from taskcodec.models import TaskCodecBase, load_image_classifier
 from taskcodec.models.light import FeatureTeacher
+from taskcodec.preprocessing import preprocessing_config
 
 #: model.freeze -> which reference parts stay fixed: the client's (a split codec's front stages,
 #: so the client is the reference's own first stages and backward stops at the bottleneck), or all
@@ -91,7 +92,7 @@ class JointCodecModule(pl.LightningModule):
         self.test_metrics = accuracy_metrics(n, "test/")
         self._coder: TaskCodecBase | None = None
         self.test_correct: list[bool] = []
-        self.class_meta: dict[str, list[str]] = {}  # class ids and names, stored in exports for the CLI
+        self.data_meta: dict[str, list[str]] = {}  # class ids and names and the input preprocessing, stored in exports
         # The teacher is kept out of the module tree: it is not trained, checkpointed or exported.
         teacher = load_image_classifier(reference_ckpt).requires_grad_(False) if distill > 0 or objective == "features" else None
         if objective == "features":
@@ -119,7 +120,10 @@ class JointCodecModule(pl.LightningModule):
         if self._teacher is not None:
             self._teacher.to(self.device).eval()
         dm = self.trainer.datamodule
-        self.class_meta = {k: list(getattr(dm, k)) for k in ("class_names", "class_words") if getattr(dm, k, None)}
+        self.data_meta = {k: list(getattr(dm, k)) for k in ("class_names", "class_words") if getattr(dm, k, None)}
+        train_set = getattr(dm, "train_set", None)
+        if train_set is not None and getattr(train_set, "images", None) is not None:  # what the model is trained on
+            self.data_meta["preprocessing"] = preprocessing_config(*train_set.images.shape[1:3])
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze != "none":  # keep the frozen reference parts exactly as they are, BN statistics too
@@ -230,5 +234,5 @@ class JointCodecModule(pl.LightningModule):
         meta = {"lmbda": hp.lmbda, "distill": hp.distill, "objective": hp.objective, "recipe": recipe}
         if hp.init_codec:  # stage 2 keeps stage 1's rate setting: that is what made its bytes
             meta["lmbda"] = self._init_meta.get("lmbda", hp.lmbda)
-        meta.update(self.class_meta)
+        meta.update(self.data_meta)
         checkpoint[PAYLOAD_KEY] = codec_payload(self.codec, meta)

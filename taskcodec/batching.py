@@ -18,6 +18,7 @@ from taskcodec.bitstream import unpack_record
 from taskcodec.errors import BitstreamError
 from taskcodec.io import DEFAULT_MAX_PIXELS, read_rgb, to_tensor
 from taskcodec.models import TaskCodecBase
+from taskcodec.preprocessing import check_native_size
 
 CHUNK_IMAGES = 256
 
@@ -44,6 +45,7 @@ def encode_sources(
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_done: Callable[[int], None] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """Yield ``(index, record)`` for images ``0..count-1`` in order.
 
@@ -55,11 +57,16 @@ def encode_sources(
         workers: threads decoding images.
         max_pixels: per-image pixel limit (see :func:`taskcodec.io.read_rgb`).
         on_done: called with the number of images finished, e.g. a progress bar's ``update``.
+        size: (height, width) every image is resized (shorter side) and centre-cropped to, the
+            export's preprocessing; ``None`` codes images at their native size (checked to fit).
     """
 
     def load(i: int) -> Tensor:
         source, name = read(i)
-        return to_tensor(read_rgb(source, name, max_pixels=max_pixels))
+        image = read_rgb(source, name, size=size, crop=True, max_pixels=max_pixels)
+        if size is None:
+            check_native_size(codec, image.shape[0], image.shape[1], name)
+        return to_tensor(image)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, count, CHUNK_IMAGES):

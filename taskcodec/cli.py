@@ -47,6 +47,7 @@ def _compress(args: argparse.Namespace) -> None:
     from taskcodec.errors import DataError
     from taskcodec.export import load_encoder
     from taskcodec.io import find_images
+    from taskcodec.preprocessing import input_size
 
     threads = set_threads(args.threads)
     items = find_images(args.inputs)
@@ -55,12 +56,13 @@ def _compress(args: argparse.Namespace) -> None:
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"two inputs map to the same output name {dup!r}; compress them in separate runs")
     codec, meta = load_encoder(args.model)
+    size = None if args.native_size else input_size(meta)  # the export's preprocessing, by default
     out = Path(args.out)
     total = 0
     with _bar(args, len(items), "compress") as bar:
         records = encode_sources(
             codec, len(items), lambda i: (items[i][0], str(items[i][0])), args.batch_size, threads,
-            args.max_pixels, bar.update,
+            args.max_pixels, bar.update, size,
         )  # fmt: skip
         if args.archive:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder (one .tc per image), or the archive file")
     p.add_argument("--archive", action="store_true", help="write one archive file with every image")
     p.add_argument("--no-names", action="store_true", help="archive: do not store the image names")
+    p.add_argument("--native-size", action="store_true",
+                   help="code images at their own size instead of the model's input (the export's preprocessing)")
     p = command("classify", _classify, "classify .tc/.tca files (or folders of them) with a decoder")
     p.add_argument("files", nargs="+", help="container files or folders")
     p.add_argument("-m", "--model", required=True, help="decoder-<id>.pt from `taskcodec export`")

@@ -340,3 +340,58 @@ def plot_rate_accuracy(rows: list[dict], path: str | Path, title: str = "") -> P
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_client_frontier(rows: list[dict], path: str | Path, margin: float = 0.01, title: str = "") -> Path | None:
+    """Bytes at parity against the client's share of the reference's MACs: the light-client frontier.
+
+    One marker per learned curve at its cheapest parity point (filled), or at its most accurate
+    point when it never reaches parity (hollow, labelled with its paired difference); the
+    ``label`` row at its client cost; JPEG at parity as a horizontal line (its client runs no
+    network). Returns ``None`` when no row has client columns.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = next((r for r in rows if r["codec"] == "none"), None)
+    learned = [c for c in dict.fromkeys(r["codec"] for r in rows) if c.startswith("taskcodec-")]
+    points = []
+    for codec in learned:
+        mine = sorted((r for r in rows if r["codec"] == codec and r.get("client_macs_share") is not None),
+                      key=lambda r: r["bytes_per_image"])  # fmt: skip
+        if not mine or ref is None:
+            continue
+        ok = [r for r in mine if _paired_diff(r, ref) >= -margin]
+        best = ok[0] if ok else max(mine, key=lambda r: r["top1"])
+        points.append((codec, best, bool(ok), _paired_diff(best, ref)))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for codec, r, parity, diff in points:
+        x = 100 * r["client_macs_share"]
+        ax.scatter(x, r["bytes_per_image"], s=40, facecolors="C0" if parity else "none", edgecolors="C0")
+        ax.annotate(f"{codec.removeprefix('taskcodec-')} ({100 * diff:+.1f} pt)", (x, r["bytes_per_image"]),
+                    fontsize=6, xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    label = next((r for r in rows if r["codec"] == "label"), None)
+    if label is not None:
+        ax.scatter(100 * (label.get("client_macs_share") or 1.0), label["bytes_per_image"], marker="*", s=120, color="C3",
+                   label=f"label row (client runs the reference, sends its answer): {label['bytes_per_image']:.1f} B")  # fmt: skip
+    jpeg = [(r["bytes_per_image"], r["top1"]) for r in rows if r["codec"] == "jpeg"]
+    jpeg_parity = bytes_at_accuracy(jpeg, ref["top1"] - margin, strict=True) if jpeg and ref else None
+    if jpeg_parity:
+        ax.axhline(jpeg_parity, color="C1", ls="--", lw=1, label=f"JPEG at parity: {jpeg_parity:.0f} B (no network on the client)")
+        ax.axhline(jpeg_parity / 30, color="C1", ls=":", lw=1, label="30x fewer than JPEG")
+    ax.axvline(100 * LIGHT_CLIENT_SHARE, color="k", ls=":", lw=1, label=f"light client: <= {100 * LIGHT_CLIENT_SHARE:.0f}% of the MACs")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("client MACs, % of the reference classifier's (log)")
+    ax.set_ylabel("bytes per image (log)")
+    ax.set_title(f"{title}; filled: cheapest point at paired parity, hollow: best point, short of parity".strip("; "), fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

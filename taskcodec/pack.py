@@ -29,6 +29,7 @@ from taskcodec.datasets import LabelledImages, image_folder_split, locate_tiny_i
 from taskcodec.errors import ConfigError, DataError
 from taskcodec.io import IMAGE_EXTENSIONS
 from taskcodec.models import TaskCodecBase
+from taskcodec.preprocessing import input_size
 
 MANIFEST = "manifest.json"
 PACK_FORMAT, PACK_VERSION = "taskcodec-pack", 1
@@ -147,7 +148,8 @@ def pack(
         def read(k: int, first: int = first) -> tuple[bytes, str]:
             return images.read(first + k), images.names[first + k]
 
-        for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done):
+        # the export's preprocessing, as `taskcodec compress` applies it: a server learns what clients send
+        for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done, size=input_size(meta)):
             writer.add(record, images.labels[first + k], images.names[first + k] if names else None)
         writer.close()
         _write_shard(out / f"{shard_name(i)}.tar", shard_name(i), buffer.getvalue())

@@ -93,6 +93,9 @@ def describe(path_str: str) -> str:
     blob = read_checkpoint(str(path))
     if not isinstance(blob, dict) or "kind" not in blob or "state_dict" not in blob:
         raise TaskcodecError(f"{path} is not a taskcodec container, pack, shard or export")
+    from taskcodec.preprocessing import describe_preprocessing
+
     n = sum(v.numel() for v in blob["state_dict"].values())
+    meta = {k: v for k, v in blob["meta"].items() if k != "preprocessing"}
     return (f"{blob['kind']} v{blob['version']} id={blob['codec_id']} params={n} "
-            f"config={blob['config']} meta={blob['meta']}")  # fmt: skip
+            f"config={blob['config']} meta={meta}\n{describe_preprocessing(blob['meta'])}")  # fmt: skip

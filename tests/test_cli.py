@@ -162,3 +162,53 @@ def test_encode_two_threads_decode_one_thread_other_process(split_export, tmp_pa
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("taskcodec: error:") and bad.stderr.count("\n") == 1
+
+
+def test_compress_applies_the_exports_preprocessing(tmp_path) -> None:
+    """A 640x480 photo is resized and centre-cropped to the model's input; --native-size keeps it as it is."""
+    import numpy as np
+    from PIL import Image
+    from tiny_codec import CLASS_NAMES, tiny_codec
+
+    from taskcodec.bitstream import unpack_record
+    from taskcodec.container import read_container_file
+    from taskcodec.export import export_codec
+    from taskcodec.preprocessing import preprocessing_config
+
+    codec = tiny_codec("split")
+    enc, dec = export_codec(codec, tmp_path / "m", {"lmbda": 1.0, "class_names": CLASS_NAMES,
+                                                    "preprocessing": preprocessing_config(64, 64)})  # fmt: skip
+    photo = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((480, 640, 3)) * 255).astype(np.uint8)).save(photo, quality=90)
+    assert main(["compress", str(photo), "-m", str(enc), "-o", str(tmp_path / "a.tca"), "--archive", "-q"]) == 0
+    (entry,) = read_container_file(tmp_path / "a.tca").entries
+    assert unpack_record(entry.record)[:2] == (64, 64)
+    assert main(["compress", str(photo), "-m", str(enc), "-o", str(tmp_path / "b.tca"), "--archive", "-q", "--native-size"]) == 0
+    (entry,) = read_container_file(tmp_path / "b.tca").entries
+    assert unpack_record(entry.record)[:2] == (480, 640)
+    assert main(["classify", str(tmp_path / "a.tca"), "-m", str(dec)]) == 0
+
+
+def test_native_size_refuses_what_the_model_cannot_take(tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+    from tiny_codec import export_tiny
+
+    _, enc, _ = export_tiny(tmp_path / "m")
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny)  # the split codec's latent cell is 32x32 pixels
+    assert main(["compress", str(tiny), "-m", str(enc), "-o", str(tmp_path / "t"), "-q", "--native-size"]) == 2
+    assert "smaller than one latent cell" in capsys.readouterr().err
+
+
+def test_info_prints_the_preprocessing(tmp_path, capsys) -> None:
+    from tiny_codec import tiny_codec
+
+    from taskcodec.export import export_codec
+    from taskcodec.preprocessing import preprocessing_config
+
+    enc, _ = export_codec(tiny_codec("split"), tmp_path, {"lmbda": 1.0, "preprocessing": preprocessing_config(64, 64)})
+    assert main(["info", str(enc)]) == 0
+    out = capsys.readouterr().out
+    assert "preprocessing: RGB in [0, 1]" in out and "center crop to 64x64" in out and "inside the model" in out

@@ -50,6 +50,7 @@ def test_evaluate_baselines_and_codec(reference_ckpt, joint_run, tmp_path) -> No
     assert header == COLUMNS
     assert len(json.loads((tmp_path / "rate_accuracy.json").read_text())) == len(rows)
     assert (tmp_path / "rate_accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "client_frontier.png").stat().st_size > 1000  # bytes against client cost
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["git_revision"] and "config" in prov
     assert prov["reference"]["id"] == reference_id(reference_ckpt) and prov["reference"]["top1"] == rows[0]["top1"]

@@ -139,6 +139,7 @@ def test_fit_with_distillation_logs_kd(reference_ckpt, tmp_path) -> None:
     assert all(k.startswith("codec.") for k in state)
     meta = torch.load(result["encoder"], weights_only=True)["meta"]
     assert meta["lmbda"] == 0.03 and meta["distill"] == 0.5 and len(meta["class_names"]) == 3
+    assert meta["preprocessing"]["input_size"] == [3, 64, 64]  # what the model was trained on, for compress
     # evaluate.py keeps distilled runs apart from plain ones: their own curve
     from evaluate import evaluate
 
