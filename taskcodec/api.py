@@ -18,14 +18,14 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from taskcodec.errors import DataError
 
 #: what ``compress`` takes per image: a path, encoded bytes, a Pillow image or a uint8 H x W x 3 array
-ImageLike = Union[str, os.PathLike, bytes, np.ndarray, Any]
+ImageLike = str | os.PathLike | bytes | np.ndarray | Any
 
 
 def _as_rgb(image: ImageLike, size: tuple[int, int] | None, k: int) -> np.ndarray:
