@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from taskcodec.bitstream import unpack_record
-from taskcodec.errors import BitstreamError
+from taskcodec.errors import BitstreamError, TaskcodecError
 from taskcodec.io import DEFAULT_MAX_PIXELS, read_rgb, to_tensor
 from taskcodec.models import TaskCodecBase
 from taskcodec.preprocessing import check_native_size
@@ -46,6 +46,7 @@ def encode_sources(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_done: Callable[[int], None] | None = None,
     size: tuple[int, int] | None = None,
+    on_error: Callable[[int, Exception], None] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """Yield ``(index, record)`` for images ``0..count-1`` in order.
 
@@ -59,13 +60,20 @@ def encode_sources(
         on_done: called with the number of images finished, e.g. a progress bar's ``update``.
         size: (height, width) every image is resized (shorter side) and centre-cropped to, the
             export's preprocessing; ``None`` codes images at their native size (checked to fit).
+        on_error: when given, an image that cannot be read or taken (a :class:`TaskcodecError`) is
+            passed to it with its index and skipped, and the rest go on; otherwise the error stops all.
     """
 
-    def load(i: int) -> Tensor:
+    def load(i: int) -> Tensor | TaskcodecError:
         source, name = read(i)
-        image = read_rgb(source, name, size=size, crop=True, max_pixels=max_pixels)
-        if size is None:
-            check_native_size(codec, image.shape[0], image.shape[1], name)
+        try:
+            image = read_rgb(source, name, size=size, crop=True, max_pixels=max_pixels)
+            if size is None:
+                check_native_size(codec, image.shape[0], image.shape[1], name)
+        except TaskcodecError as err:
+            if on_error is None:
+                raise
+            return err
         return to_tensor(image)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -74,13 +82,17 @@ def encode_sources(
             images = list(pool.map(load, idx))
             groups: dict[tuple[int, int], list[int]] = {}
             for k, image in enumerate(images):
+                if isinstance(image, TaskcodecError):
+                    on_error(idx[k], image)  # type: ignore[misc]
+                    continue
                 groups.setdefault(tuple(image.shape[-2:]), []).append(k)
             records: list[bytes | None] = [None] * len(idx)
             for members in groups.values():
                 for k, record in zip(members, _encode_same_size(codec, [images[k] for k in members], batch_size), strict=True):
                     records[k] = record
             for k, record in enumerate(records):
-                yield idx[k], record  # type: ignore[misc]
+                if record is not None:
+                    yield idx[k], record
             if on_done is not None:
                 on_done(len(idx))
 

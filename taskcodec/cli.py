@@ -58,21 +58,26 @@ def _compress(args: argparse.Namespace) -> None:
     codec, meta = load_encoder(args.model)
     size = None if args.native_size else input_size(meta)  # the export's preprocessing, by default
     out = Path(args.out)
-    total = 0
+    total = done = 0
+    skipped = _Skipped(args)
     with _bar(args, len(items), "compress") as bar:
         records = encode_sources(
             codec, len(items), lambda i: (items[i][0], str(items[i][0])), args.batch_size, threads,
-            args.max_pixels, bar.update, size,
+            args.max_pixels, bar.update, size, None if args.strict else lambda i, err: skipped.add(str(items[i][0]), err),
         )  # fmt: skip
         if args.archive:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + ".part")
-            with open(tmp, "wb") as f:
-                writer = ContainerWriter(f, meta["codec_id"])
-                for i, record in records:
-                    writer.add(record, name=None if args.no_names else names[i])
-                writer.close()
-            os.replace(tmp, out)
+            try:
+                with open(tmp, "wb") as f:
+                    writer = ContainerWriter(f, meta["codec_id"])
+                    for i, record in records:
+                        writer.add(record, name=None if args.no_names else names[i])
+                        done += 1
+                    writer.close()
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)  # an error or interrupt leaves no half-written archive
             total = out.stat().st_size
         else:
             for i, record in records:
@@ -81,7 +86,33 @@ def _compress(args: argparse.Namespace) -> None:
                 data = write_container([Entry(record)], meta["codec_id"])
                 write_file_atomic(path, data)
                 total += len(data)
-    print(f"{len(items)} images -> {out}: {total} bytes ({total / len(items):.1f} bytes/image), model {meta['codec_id']}")
+                done += 1
+    print(f"{done} images -> {out}: {total} bytes ({total / max(1, done):.1f} bytes/image), model {meta['codec_id']}")
+    skipped.finish(done, "compressed")
+
+
+class _Skipped:
+    """Inputs a batch command skipped: each reported on stderr as it happens, a summary at the end.
+
+    Batch commands keep going past a bad input, like gzip and cp, and exit non-zero (2) when anything
+    was skipped; ``--strict`` stops at the first one instead.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, what: str, err: Exception) -> None:
+        self.items.append((what, str(err)))
+        print(f"taskcodec: skipped {what}: {err}", file=sys.stderr)
+
+    def finish(self, done: int, verb: str) -> None:
+        if self.items:
+            from taskcodec.errors import SkippedInputsError
+
+            raise SkippedInputsError(
+                f"{done} {verb}, {len(self.items)} skipped (each reason above); fix or remove those inputs, "
+                "or use --strict to stop at the first one"
+            )
 
 
 def _containers(paths: list[str]) -> list[Path]:
@@ -103,22 +134,31 @@ def _classify(args: argparse.Namespace) -> None:
 
     set_threads(args.threads)
     codec, meta = load_decoder(args.model)
-    rows, records = [], []
-    for path in _containers(args.files):
-        container = read_container_file(path)
-        container.check_codec(meta["codec_id"], str(path))
-        for k, entry in enumerate(container.entries):
-            rows.append({"file": str(path), "index": k, "name": entry.name, "label": entry.label})
-            records.append(entry.record)
-    with _bar(args, len(records), "classify") as bar:
-        logits = []
-        for start in range(0, len(records), args.batch_size):
-            logits.append(decode_records(codec, records[start : start + args.batch_size], args.batch_size,
-                                         max_pixels=args.max_pixels))
-            bar.update(len(logits[-1]))
+    skipped = _Skipped(args)
+    files = _containers(args.files)
+    rows, logits = [], []
+    with _bar(args, len(files), "classify") as bar:
+        for path in files:  # one file at a time: a bad file is skipped (or stops all with --strict)
+            try:
+                container = read_container_file(path)
+                container.check_codec(meta["codec_id"], str(path))
+                records = [e.record for e in container.entries]
+                out = [decode_records(codec, records[s : s + args.batch_size], args.batch_size, max_pixels=args.max_pixels)
+                       for s in range(0, len(records), args.batch_size)]  # fmt: skip
+            except TaskcodecError as err:
+                if args.strict:
+                    raise
+                skipped.add(str(path), err)
+                continue
+            finally:
+                bar.update(1)
+            rows += [{"file": str(path), "index": k, "name": e.name, "label": e.label} for k, e in enumerate(container.entries)]
+            logits += out
     import torch
 
-    write_rows(label_rows(rows, torch.cat(logits), meta, args.topk), args.format, sys.stdout)
+    if rows:
+        write_rows(label_rows(rows, torch.cat(logits), meta, args.topk), args.format, sys.stdout)
+    skipped.finish(len(files) - len(skipped.items), "files classified")
 
 
 def _decompress(args: argparse.Namespace) -> None:
@@ -304,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")
+    for name in ("compress", "classify"):
+        sub.choices[name].add_argument("--strict", action="store_true",
+                                       help="stop at the first unreadable or refused input (default: report it, go on, exit 2)")
     for name in ("compress", "classify", "pack", "adapt"):
         p = sub.choices[name]
         p.add_argument("--batch-size", type=int, default=32, help="images per network call (default 32)")

@@ -23,3 +23,7 @@ class ConfigError(TaskcodecError):
 
 class CodecError(TaskcodecError):
     """A standard codec (JPEG, WebP, AVIF, ...) is unavailable or failed on an image."""
+
+
+class SkippedInputsError(TaskcodecError):
+    """A batch command finished, but skipped some inputs (each was reported with its reason)."""

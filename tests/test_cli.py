@@ -105,6 +105,9 @@ def test_wrong_model_encoder_as_decoder_and_hostile_pickle(split_export, tmp_pat
     assert main(["compress", str(VAL), "-m", split_export["encoder"], "-o", str(tmp_path / "o"), "-q"]) == 0
     capsys.readouterr()
     assert main(["classify", str(tmp_path / "o"), "-m", str(dec2)]) == 2
+    err = capsys.readouterr().err  # every file refused, each with the model that made it, then the summary
+    assert f"made by model {split_export['id']}" in err and "0 files classified" in err.splitlines()[-1]
+    assert main(["classify", str(tmp_path / "o"), "-m", str(dec2), "--strict"]) == 2
     err = capsys.readouterr().err
     assert f"made by model {split_export['id']}" in err and err.count("\n") == 1
     assert main(["classify", str(tmp_path / "o"), "-m", split_export["encoder"]]) == 2
@@ -132,9 +135,13 @@ def test_bad_images_are_one_line_errors(split_export, tmp_path, capsys) -> None:
         ([str(tmp_path / "big.png"), "--max-pixels", "1000"], "over the limit"),
     ]
     for args, message in cases:
-        assert main(["compress", *args, "-m", split_export["encoder"], "-o", str(tmp_path / "o"), "-q"]) == 2
+        assert main(["compress", *args, "-m", split_export["encoder"], "-o", str(tmp_path / "o"), "-q", "--strict"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.startswith("taskcodec: error:") and err.count("\n") == 1
+        # without --strict: the file is reported as skipped, then a one-line summary; still exit 2
+        assert main(["compress", *args, "-m", split_export["encoder"], "-o", str(tmp_path / "o"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and all(line.startswith("taskcodec:") for line in err.splitlines())
 
 
 ENCODE = """
@@ -158,7 +165,7 @@ def test_encode_two_threads_decode_one_thread_other_process(split_export, tmp_pa
     with torch.no_grad():
         logits = split_export["codec"](torch.stack([load_image(p) for p in sorted(VAL.iterdir())]))["logits"]
     assert [[t["class"] for t in r["top"]] for r in rows] == logits.argsort(1, descending=True).tolist()
-    bad = subprocess.run([*run, "1", "classify", str(tmp_path / "none.tc"), "-m", split_export["decoder"]],
+    bad = subprocess.run([*run, "1", "classify", str(tmp_path / "none.tc"), "-m", split_export["decoder"], "--strict"],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("taskcodec: error:") and bad.stderr.count("\n") == 1
@@ -212,3 +219,31 @@ def test_info_prints_the_preprocessing(tmp_path, capsys) -> None:
     assert main(["info", str(enc)]) == 0
     out = capsys.readouterr().out
     assert "preprocessing: RGB in [0, 1]" in out and "center crop to 64x64" in out and "inside the model" in out
+
+
+def test_batch_commands_keep_going_past_bad_inputs(split_export, tmp_path, capsys) -> None:
+    """One unreadable image among good ones: the rest are compressed, it is reported, the exit is 2;
+    --strict stops at it and writes nothing. classify skips a corrupt file the same way."""
+    enc, dec = split_export["encoder"], split_export["decoder"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted(SAMPLE.rglob("*.JPEG"))[:3]
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["compress", str(folder), "-m", str(enc), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "broken.jpg" in err and "3 compressed, 1 skipped" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tc")) == sorted(p.name + ".tc" for p in good)
+    assert main(["compress", str(folder), "-m", str(enc), "-o", str(tmp_path / "a.tca"), "--archive", "-q"]) == 2
+    capsys.readouterr()
+    assert main(["classify", str(tmp_path / "a.tca"), "-m", str(dec)]) == 0  # the archive holds the 3 good ones
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert main(["compress", str(folder), "-m", str(enc), "-o", str(tmp_path / "s.tca"), "--archive", "-q", "--strict"]) == 2
+    assert not (tmp_path / "s.tca").exists() and not list(tmp_path.glob("s.tca*"))  # no half-written archive
+    (tmp_path / "out" / "zz-corrupt.tc").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["classify", str(tmp_path / "out"), "-m", str(dec)]) == 2
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 3 and "zz-corrupt.tc" in err and "1 skipped" in err
+    assert main(["classify", str(tmp_path / "out"), "-m", str(dec), "--strict"]) == 2
