@@ -27,7 +27,7 @@ os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 from lightning_modules.joint import JointCodecModule  # noqa: E402
 from taskcodec.cost import classifier_macs, client_macs, encode_throughput, single_thread  # noqa: E402
 from taskcodec.curves import bytes_at_accuracy, paired_difference  # noqa: E402
-from taskcodec.errors import TaskcodecError  # noqa: E402
+from taskcodec.errors import ConfigError, TaskcodecError  # noqa: E402
 from taskcodec.export import export_checkpoint  # noqa: E402
 from taskcodec.models import ImageClassifier  # noqa: E402
 
@@ -89,8 +89,24 @@ def client_cost_line(model: JointCodecModule, datamodule) -> str:
             f"= {speed['client_encode_vs_jpeg']:.2f}x Pillow JPEG q=30 (one thread, {len(images)} test images)")  # fmt: skip
 
 
+def check_run_config(cfg: DictConfig) -> None:
+    """Refuse, before any training, the values that would otherwise fail only at the end of a long run."""
+    table = cfg.get("reference_table")
+    if table and Path(table).is_file():
+        with Path(table).open() as f:
+            header = next(csv.reader(f), [])
+        missing = {"codec", "setting", "bytes_per_image", "top1"} - set(header)
+        if missing:
+            raise ConfigError(f"reference_table={table} is not an evaluate.py rate_accuracy.csv (no {sorted(missing)} "
+                              "columns); point it at one, or set reference_table=null")  # fmt: skip
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError(f"ckpt_path={ckpt} does not exist; give the run's checkpoints/last.ckpt to resume, or null")
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test and export; returns the test metrics (and export paths) for callers and tests."""
+    check_run_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model)

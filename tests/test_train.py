@@ -168,3 +168,17 @@ def test_no_reference_table_and_client_cost_line(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "reference_table=null" in out
     assert "of the reference's MACs" in out and "x Pillow JPEG q=30" in out
+
+
+def test_values_that_would_fail_at_the_end_are_refused_first(tmp_path) -> None:
+    from taskcodec.errors import ConfigError
+    from train import train
+
+    bad = tmp_path / "table.csv"
+    bad.write_text("a,b\n1,2\n")
+    base = [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=1"]
+    with pytest.raises(ConfigError, match="not an evaluate.py rate_accuracy.csv"):
+        train(compose_cfg("train.yaml", [*base, f"reference_table={bad}"], tmp_path / "a"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(compose_cfg("train.yaml", [*base, f"ckpt_path={tmp_path}/nope.ckpt"], tmp_path / "b"))
+    assert not list(tmp_path.rglob("*.ckpt"))  # refused before any training
