@@ -34,11 +34,26 @@ def _bar(args: argparse.Namespace, total: int, desc: str):
 
 
 def _export(args: argparse.Namespace) -> None:
-    from taskcodec.export import export_checkpoint
+    from taskcodec.export import ENCODER_KIND, export_checkpoint, load_encoder, read_export
 
-    out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "export"
-    enc, dec = export_checkpoint(args.ckpt, out)
-    print(f"encoder: {enc}\ndecoder: {dec}")
+    try:
+        is_encoder = read_export(args.ckpt)["kind"] == ENCODER_KIND
+    except TaskcodecError:
+        is_encoder = False  # a training checkpoint
+    if is_encoder and not args.onnx:
+        raise TaskcodecError(f"{args.ckpt} is an encoder export already; add --onnx to make a torch-free client of it")
+    if is_encoder:
+        enc, out = Path(args.ckpt), Path(args.out) if args.out else Path(args.ckpt).parent
+    else:
+        out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "export"
+        enc, dec = export_checkpoint(args.ckpt, out)
+        print(f"encoder: {enc}\ndecoder: {dec}")
+    if args.onnx:
+        from taskcodec.onnx_export import export_onnx_client
+
+        codec, meta = load_encoder(enc)
+        onnx_path, tables = export_onnx_client(codec, out, meta["codec_id"], meta)
+        print(f"onnx client: {onnx_path} (+ {tables.name}); run it with `python -m taskcodec.client compress`")
 
 
 def _compress(args: argparse.Namespace) -> None:
@@ -332,9 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="server training epochs (default 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
-    p = command("export", _export, "write encoder/decoder files from a joint-codec checkpoint")
-    p.add_argument("ckpt", help="Lightning checkpoint written by train.py (model=joint)")
-    p.add_argument("--out", help="output folder (default: <run dir>/export)")
+    p = command("export", _export, "write encoder/decoder files from a joint-codec checkpoint (and a torch-free ONNX client)")
+    p.add_argument("ckpt", help="Lightning checkpoint written by train.py (model=joint), or with --onnx an encoder-<id>.pt")
+    p.add_argument("--out", help="output folder (default: <run dir>/export, or the encoder's folder)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write client-<id>.onnx + .npz for `python -m taskcodec.client` (factorized entropy model)")
     p = command("analyze", _analyze, "where the bits go: per-pixel bit maps (learned codec and/or JPEG) as PNG + JSON")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("-m", "--model", help="encoder-<id>.pt from `taskcodec export` (any codec family)")

@@ -20,13 +20,15 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
-from torch import Tensor
 
 from taskcodec.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading images needs only Pillow and numpy
+    from torch import Tensor
 
 #: default bound on width * height (4096 x 4096 = 16.8 Mpx: 50 MB as RGB uint8). Decoding applies the
 #: same bound to the size a record claims, so anything compressed by default also decodes by default.
@@ -96,6 +98,8 @@ def read_rgb(
 
 def to_tensor(image: np.ndarray) -> Tensor:
     """uint8 H x W x 3 -> float32 [3, H, W] in [0, 1], what the codecs take."""
+    import torch
+
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -106,6 +110,8 @@ def load_image(source: Source, name: str | None = None, max_pixels: int = DEFAUL
 
 def save_png(image: Tensor, path: str | os.PathLike) -> None:
     """Write float [3, H, W] in [0, 1] as an 8-bit PNG, atomically (``.part`` then rename)."""
+    import torch
+
     array = image.detach().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     path = Path(path)
     tmp = path.with_name(path.name + ".part")

@@ -12,7 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from taskcodec.errors import ConfigError, DataError
-from taskcodec.models.classifier import IMAGENET_MEAN, IMAGENET_STD
+
+#: the normalisation every classifier wrapper applies inside the model (timm's ImageNet defaults)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def preprocessing_config(height: int, width: int) -> dict[str, Any]:

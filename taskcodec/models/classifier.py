@@ -9,9 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from taskcodec.errors import CheckpointError, ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from taskcodec.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 class Normalize(nn.Module):
