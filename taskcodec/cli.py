@@ -8,6 +8,7 @@
     taskcodec export CKPT [--out DIR]                              encoder/decoder files from a checkpoint
     taskcodec adapt DATASET -m ENCODER -o DIR                      a new server (decoder) for your classes
     taskcodec analyze IMAGES -m ENCODER [--jpeg-quality Q] -o DIR  where the bits go: bit maps + JSON
+    taskcodec serve -m DECODER [--port P]                          HTTP: POST a container, get JSON labels
 
 Exit codes: 0 success; 2 an error in the input, files or arguments (one line on stderr, no
 traceback); 1 an unexpected internal error (a bug: set TASKCODEC_DEBUG=1 for the traceback);
@@ -288,6 +289,14 @@ def _adapt(args: argparse.Namespace) -> None:
           f"hold-out top-1 {'n/a' if held is None else f'{held:.3f}'}; decoder -> {summary['decoder']}")  # fmt: skip
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from taskcodec.serve import serve
+
+    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health)", file=sys.stderr)
+    serve(args.model, args.host, args.port, max_body=args.max_body, max_images=args.max_images,
+          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every command has ``--help``)."""
     from taskcodec.io import DEFAULT_MAX_PIXELS
@@ -358,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-quality", type=int, action="append", help="also map JPEG at this quality (repeatable)")
     p.add_argument("-o", "--out", required=True, help="output folder: bits.json and bitmaps.png")
     p.add_argument("--grid", type=int, default=8, help="images drawn in bitmaps.png (default 8; 0: none)")
+    p = command("serve", _serve, "serve a decoder over HTTP: POST a container to /v1/classify, get JSON labels")
+    p.add_argument("-m", "--model", required=True, help="decoder-<id>.pt from `taskcodec export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body", type=int, default=1 << 20, help="largest request body in bytes (default 1 MiB)")
+    p.add_argument("--max-images", type=int, default=256, help="most images per request (default 256)")
+    p.add_argument("--max-batch", type=int, default=64, help="most images per decoder call across requests (default 64)")
+    p.add_argument("--batch-timeout-ms", type=float, default=5.0, help="how long a batch waits for more images (default 5)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")
