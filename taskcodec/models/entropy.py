@@ -60,7 +60,7 @@ def scale_indexes(gc: GaussianConditional, scales: Tensor) -> Tensor:
     """
     scales = gc.lower_bound_scale(scales)
     table = gc.scale_table[:-1].to(scales.dtype)
-    return torch.bucketize(scales, table, right=False).int()
+    return torch.bucketize(scales.contiguous(), table.contiguous(), right=False).int()
 
 
 def _eb_median(eb: EntropyBottleneck, ndim: int) -> Tensor:
