@@ -1,4 +1,4 @@
-"""Common corruptions (issue 12): accuracy and bytes of the reference, JPEG and the learned codecs.
+"""Common corruptions: accuracy and bytes of the reference, JPEG and the learned codecs.
 
 For clean images and each corruption x severity (taskcodec.corruptions: ImageNet-C's functions
 from the ``imagecorruptions`` package, severities 1-3) on the 500 official-val images of the

@@ -29,7 +29,7 @@ for step in $steps; do
     layer4_hyper) sweep layer4_hyper model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.01,0.03 ;;
     layer4_hyper_hi) sweep layer4_hyper_hi model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.1 ;;
     default) $PY train.py hydra.run.dir=logs/default/10cls trainer.enable_progress_bar=false ;;
-    table)  # + the seeds' studies' baselines (issue 11) and the fair peer (JPEG read by a JPEG-fine-tuned
+    table)  # + the seeds' studies' baselines and the fair peer (JPEG read by a JPEG-fine-tuned
             # classifier, from bench/train_test_grid.py); rows of an earlier table are reused, not re-measured
       reuse=(); [ -f results/split_10cls/provenance.json ] && reuse=(reuse_baselines=results/split_10cls)
       enc=$(ls logs/split_sweep/10cls/layer4_hyper_hi/0/export/encoder-*.pt)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Class transfer with a frozen client (issue 12): does a client trained on classes 0-49 serve
+# Class transfer with a frozen client: does a client trained on classes 0-49 serve
 # classes 50-99 when only the server is retrained on its bytes?
 #   A = classes 0-49 (the client's training classes), B = classes 50-99 (unseen by A's client)
 # Steps (default: all, in this order; each skips what is already done, so a re-run resumes):
