@@ -52,8 +52,9 @@ def read_packed_latents(folder: str | Path, decoder_path: str | Path) -> tuple[T
         for start in range(0, len(records), DECODE_BATCH):
             latents.append(decode_latents(codec, records[start : start + DECODE_BATCH]))
         labels += [e.label for e in container.entries]
-    if len(labels) != plan["count"]:
-        raise DataError(f"{folder}: the manifest lists {plan['count']} images, the shards hold {len(labels)}")
+    expected = plan["count"] - len(plan.get("skipped", []))  # unreadable images the pack left out
+    if len(labels) != expected:
+        raise DataError(f"{folder}: the manifest lists {expected} packed images, the shards hold {len(labels)}")
     plan["image_sizes"] = sorted(sizes)  # (height, width) of the records: not in the latents themselves
     return TensorDataset(torch.cat(latents), torch.tensor(labels, dtype=torch.int64)), plan
 

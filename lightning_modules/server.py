@@ -113,8 +113,12 @@ def adapt(
     seed: int = 0,
     threads: int | None = None,
     progress=None,
+    on_error=None,
 ) -> dict:
     """``taskcodec adapt``: a new server for an exported client on a user's own labelled images.
+
+    ``on_error(name, error)``: unreadable images are reported to it and left out (``skipped`` in the
+    summary); without it the first one stops the run.
 
     The images are compressed once with the unchanged client into ``out_dir/packs/train``
     (resumable), a stratified ``holdout_per_class`` is held out for the reported accuracy, the
@@ -147,7 +151,8 @@ def adapt(
     plan_dir = out / "packs" / "train"
     t0 = time.perf_counter()
     plan = pack(client, client_meta, images, plan_dir, str(dataset), "train", 1000,
-                32, threads or 2, progress, names=False)  # fmt: skip
+                32, threads or 2, progress, names=False, on_error=on_error)  # fmt: skip
+    packed = plan["count"] - len(plan.get("skipped", []))
     pack_s = time.perf_counter() - t0
     record_bytes = sum(len(e.record) for p in shard_paths(plan_dir) for e in read_shard(p).entries)
     pl.seed_everything(seed, workers=True)
@@ -168,11 +173,12 @@ def adapt(
     held = trainer.test(module, datamodule=data, verbose=False)[0] if holdout_per_class else {}
     summary = {
         "encoder": str(encoder), "init_decoder": init_decoder, "dataset": str(dataset), "kind": kind,
-        "first_class": first_class, "num_classes": data.num_classes, "images": plan["count"],
+        "first_class": first_class, "num_classes": data.num_classes, "images": packed,
+        "skipped": plan.get("skipped", []),
         "train_images": len(data.sets["train"]), "holdout_per_class": holdout_per_class,
         "holdout_top1": held.get("test/acc"), "epochs": epochs, "lr": lr, "seed": seed,
         "server": module.codec.config.get("server", "tail"), "pack_seconds": pack_s, "train_seconds": train_s,
-        "record_bytes_per_image": record_bytes / plan["count"],
+        "record_bytes_per_image": record_bytes / max(1, packed),
     }  # fmt: skip
     decoder = export_server(module.codec, client_meta, out, data.class_names, data.class_words, encoder,
                             extra_meta={k: summary[k] for k in ("dataset", "first_class", "num_classes", "epochs", "holdout_top1")})  # fmt: skip

@@ -264,10 +264,15 @@ def _pack(args: argparse.Namespace) -> None:
     threads = set_threads(args.threads)
     images = open_source(args.dataset, args.kind, args.split, args.num_classes, args.first_class)
     codec, meta = load_encoder(args.model)
+    skipped = _Skipped(args)
     with _bar(args, len(images), "pack") as bar:
         plan = pack(codec, meta, images, args.out, str(args.dataset), args.split, args.shard_size,
-                    args.batch_size, threads, bar.update, names=not args.no_names)  # fmt: skip
-    print(f"{plan['count']} images in {plan['num_shards']} shards -> {args.out}, model {plan['codec_id']}")
+                    args.batch_size, threads, bar.update, names=not args.no_names,
+                    on_error=None if args.strict else skipped.add)  # fmt: skip
+    left_out = plan.get("skipped", [])
+    print(f"{plan['count'] - len(left_out)} images in {plan['num_shards']} shards -> {args.out}, model {plan['codec_id']}")
+    skipped.items = [(s["name"], s["reason"]) for s in left_out]  # this run's and earlier runs' of the same pack
+    skipped.finish(plan["count"] - len(left_out), "packed")
 
 
 def _adapt(args: argparse.Namespace) -> None:
@@ -279,14 +284,18 @@ def _adapt(args: argparse.Namespace) -> None:
         from lightning_modules.server import adapt
     except ImportError as e:
         raise ConfigError(f"`taskcodec adapt` needs pytorch-lightning and the repository's packages: {e}") from e
+    skipped = _Skipped(args)
     with _bar(args, None, "compress") as bar:
         summary = adapt(args.model, args.dataset, args.out, init_decoder=args.init_decoder, server=args.server,
                         kind=args.kind, num_classes=args.num_classes, first_class=args.first_class,
                         holdout_per_class=args.holdout_per_class, epochs=args.epochs, lr=args.lr,
-                        batch_size=args.batch_size, seed=args.seed, threads=threads, progress=bar.update)  # fmt: skip
+                        batch_size=args.batch_size, seed=args.seed, threads=threads, progress=bar.update,
+                        on_error=None if args.strict else skipped.add)  # fmt: skip
     held = summary["holdout_top1"]
     print(f"{summary['images']} images of {summary['num_classes']} classes, {summary['record_bytes_per_image']:.1f} bytes/image; "
           f"hold-out top-1 {'n/a' if held is None else f'{held:.3f}'}; decoder -> {summary['decoder']}")  # fmt: skip
+    skipped.items = [(s["name"], s["reason"]) for s in summary.get("skipped", [])]
+    skipped.finish(summary["images"], "images trained on")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -379,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")
-    for name in ("compress", "classify"):
+    for name in ("compress", "classify", "pack", "adapt"):
         sub.choices[name].add_argument("--strict", action="store_true",
                                        help="stop at the first unreadable or refused input (default: report it, go on, exit 2)")
     for name in ("compress", "classify", "pack", "adapt"):

@@ -108,11 +108,16 @@ def pack(
     workers: int = 2,
     on_done: Callable[[int], None] | None = None,
     names: bool = True,
+    on_error: Callable[[str, Exception], None] | None = None,
 ) -> dict:
     """Compress ``images`` into shards under ``out``, resuming a previous run; returns the manifest.
 
     ``names=False`` stores labels and records only: at a few bytes per record, the image names
     are most of a pack's size (the listing's hash still pins the order).
+
+    With ``on_error``, an image that cannot be read is passed to it (name, error), left out of its
+    shard and listed under ``skipped`` in the manifest (kept across resumed runs); without it the
+    first such image stops the run.
 
     Raises:
         DataError: when ``out`` holds a pack of another model, dataset or shard size.
@@ -130,7 +135,9 @@ def pack(
                     f"{out} holds a pack with {field}={old.get(field)!r}, this run has {plan[field]!r}; "
                     "resume with the same arguments or pack into an empty folder"
                 )
+        plan["skipped"] = old.get("skipped", [])
     else:
+        plan["skipped"] = []
         _write_manifest(out, plan)
     for stale in out.glob("*.part"):
         stale.unlink()  # left by a killed run; the shard it belonged to is redone below
@@ -148,11 +155,21 @@ def pack(
         def read(k: int, first: int = first) -> tuple[bytes, str]:
             return images.read(first + k), images.names[first + k]
 
+        skipped: list[dict] = []
+
+        def skip(k: int, err: Exception, first: int = first, skipped: list = skipped) -> None:
+            skipped.append({"name": images.names[first + k], "reason": str(err)})
+            on_error(images.names[first + k], err)  # type: ignore[misc]
+
         # the export's preprocessing, as `taskcodec compress` applies it: a server learns what clients send
-        for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done, size=input_size(meta)):
+        for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done, size=input_size(meta),
+                                        on_error=skip if on_error is not None else None):  # fmt: skip
             writer.add(record, images.labels[first + k], images.names[first + k] if names else None)
         writer.close()
         _write_shard(out / f"{shard_name(i)}.tar", shard_name(i), buffer.getvalue())
+        if skipped:  # recorded with the shard, so a resumed run still knows what this one left out
+            plan["skipped"] += skipped
+            _write_manifest(out, plan)
     plan["complete"] = True
     _write_manifest(out, plan)
     return plan

@@ -150,3 +150,16 @@ def test_every_family_names_its_class_layer(family, kwargs, tmp_path) -> None:
     kept = server_codec(dec, reset="none")[0].state_dict()
     assert all(not torch.equal(renewed[k], v) for k, v in head.items() if v.ndim > 1)
     assert all(torch.equal(kept[k], v) for k, v in head.items())
+
+
+def test_adapt_keeps_going_past_an_unreadable_image(user_data, tmp_path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    shutil.copytree(user_data["folder"], folder)
+    (folder / "cats" / "zz-broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "adapted"
+    args = ["adapt", str(folder), "-m", str(user_data["encoder"]), "-o", str(out), "--epochs", "1",
+            "--holdout-per-class", "1", "--batch-size", "4", "--threads", "1", "-q"]  # fmt: skip
+    assert main(args) == 2  # trained and exported, but says what it left out
+    assert "zz-broken.jpg" in capsys.readouterr().err
+    summary = json.loads((out / "adapt.json").read_text())
+    assert [s["name"] for s in summary["skipped"]] == ["cats/zz-broken.jpg"] and Path(summary["decoder"]).is_file()

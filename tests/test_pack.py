@@ -115,3 +115,37 @@ def test_pack_without_names_is_smaller_and_resume_checks_it(split_export, tmp_pa
     assert size(bare) < size(named) - 18 * 10
     # resuming a nameless pack with names would mix the two: refused
     assert main(["pack", str(SAMPLE), "-m", split_export["encoder"], "-o", str(bare), "-q"]) == 2
+
+
+def test_pack_and_adapt_keep_going_past_unreadable_images(tmp_path, capsys) -> None:
+    """An unreadable image in a class folder: pack leaves it out (listed in the manifest, exit 2), the
+    packed data still loads, and --strict stops at it."""
+    import json
+    import shutil
+
+    from tiny_codec import SAMPLE, export_tiny
+
+    from taskcodec.cli import main
+
+    _, enc, _ = export_tiny(tmp_path / "m")
+    root = tmp_path / "classes"
+    for k, p in enumerate(sorted(SAMPLE.rglob("train/*/images/*.JPEG"))):
+        d = root / p.parts[-3]
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, d / f"{k}.jpg")
+    (root / "n01443537" / "zz-broken.jpg").write_bytes(b"\\xff\\xd8 broken")
+    n_good = len(list(root.rglob("*.jpg"))) - 1
+    assert main(["pack", str(root), "-m", str(enc), "-o", str(tmp_path / "p"), "-q", "--shard-size", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "zz-broken.jpg" in err and f"{n_good} packed, 1 skipped" in err
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["complete"] and [s["name"] for s in manifest["skipped"]] == ["n01443537/zz-broken.jpg"]
+    # resuming the finished pack still reports what it left out
+    assert main(["pack", str(root), "-m", str(enc), "-o", str(tmp_path / "p"), "-q", "--shard-size", "4"]) == 2
+    from datamodules.packed import PackedLatentDataModule
+
+    data = PackedLatentDataModule(str(tmp_path / "p"), str(enc), batch_size=4, holdout_per_class=0)
+    data.setup()
+    assert len(data.sets["train"]) == n_good
+    assert main(["pack", str(root), "-m", str(enc), "-o", str(tmp_path / "s"), "-q", "--strict"]) == 2
+    assert "cannot read image" in capsys.readouterr().err
