@@ -149,7 +149,7 @@ def missing_baseline_rows(cfg: DictConfig, rows: list[dict], classifier, images,
         if settings is None and not DEFAULT_SWEEPS.get(name):
             raise ConfigError(
                 f"baselines.{name} has no default sweep; list its settings, e.g. "
-                f"'baselines={{{name}: [...]}}' (see taskcodec/baselines.py DEFAULT_SWEEPS for the format)"
+                f"'baselines={{{name}: [...]}}' (see DEFAULT_SWEEPS in taskcodec/baselines/ for the format)"
             )
         sweep = OmegaConf.to_container(settings) if settings is not None else DEFAULT_SWEEPS[name]
         if name not in usable:

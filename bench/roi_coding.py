@@ -4,7 +4,7 @@
         --encoder ENCODER.pt [--encoder ...] [--out results/roi_10cls]
 
 On the official-val images of the first ``--num-classes`` classes of tiny-imagenet-100, every
-:class:`taskcodec.roi.ROIJPEG` setting of the sweep below plus the uncompressed reference and
+:class:`taskcodec.baselines.roi.ROIJPEG` setting of the sweep below plus the uncompressed reference and
 plain JPEG go through ``evaluate_baseline`` (real files, real decoder, reference classifier), into
 the usual rate-accuracy table with paired differences (``rate_accuracy.csv/.json``, plot).
 

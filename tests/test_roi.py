@@ -12,9 +12,9 @@ from tiny_codec import SAMPLE, export_tiny
 from torch import nn
 
 from taskcodec.baselines import DEFAULT_SWEEPS, JPEG, available_codecs, make_codec
+from taskcodec.baselines.roi import ROIJPEG, gradient_saliency, local_variance
 from taskcodec.errors import ConfigError
 from taskcodec.io import read_rgb
-from taskcodec.roi import ROIJPEG, gradient_saliency, local_variance
 
 IMAGE = read_rgb(sorted((SAMPLE / "val" / "images").glob("*.JPEG"))[0])
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from taskcodec.baselines import _CODECS, DEFAULT_SWEEPS, JPEG, Codec, Encoded, _as_rgb_image
+from taskcodec.baselines.base import Codec, Encoded, _as_rgb_image, register_baseline
+from taskcodec.baselines.jpeg import JPEG
 from taskcodec.errors import ConfigError
 
 SOURCES = ("gradient", "variance", "bitmap", "center")
@@ -184,5 +185,5 @@ class ROIJPEG(Codec):
         return self.jpeg.encode(np.where(keep[..., None], arr, bg).astype(np.uint8))
 
 
-_CODECS[ROIJPEG.name] = (ROIJPEG, None)  # make_codec("roi_jpeg", {...}) and evaluate.py's baselines
-DEFAULT_SWEEPS[ROIJPEG.name] = [{"source": "variance", "fraction": p, "quality": 30} for p in (0.25, 0.5)]
+# make_codec("roi_jpeg", {...}) and evaluate.py's baselines
+register_baseline(ROIJPEG.name, ROIJPEG, None, [{"source": "variance", "fraction": p, "quality": 30} for p in (0.25, 0.5)])
