@@ -27,13 +27,15 @@ from taskcodec.pack import read_manifest, shard_paths
 DECODE_BATCH = 512
 
 
-def read_packed_latents(folder: str | Path, decoder_path: str | Path) -> tuple[TensorDataset, dict]:
+def read_packed_latents(folder: str | Path, decoder: str | Path | dict) -> tuple[TensorDataset, dict]:
     """All ``(y_hat, label)`` of a complete pack folder, checked against the model id of an export.
 
-    ``decoder_path`` may be the decoder or the encoder file: both hold the entropy stage.
+    ``decoder`` may be the decoder or the encoder file (both hold the entropy stage), or an export
+    already read with :func:`taskcodec.export.read_export`.
     """
     plan = read_manifest(folder)
-    codec, meta = server_codec(decoder_path)  # the export's entropy stage on a decoder side
+    codec, meta = server_codec(decoder)  # the export's entropy stage on a decoder side
+    decoder_path = decoder.get("_path", "the export") if isinstance(decoder, dict) else decoder
     codec.eval()
     if plan["codec_id"] != meta["codec_id"]:
         raise DataError(
@@ -71,7 +73,7 @@ class PackedLatentDataModule(pl.LightningDataModule):
     def __init__(
         self,
         train: str,
-        decoder: str,
+        decoder: str | dict,
         val: str | None = None,
         test: str | None = None,
         batch_size: int = 128,
@@ -88,7 +90,8 @@ class PackedLatentDataModule(pl.LightningDataModule):
                 f"holdout_per_class={holdout_per_class}: must be >= 0, and 0 when a val pack folder is given"
             )
         self.holdout_per_class, self.seed = holdout_per_class, seed
-        self.save_hyperparameters()
+        # an export passed in already read (taskcodec adapt) is not a hyperparameter: its path is
+        self.save_hyperparameters(ignore=[] if isinstance(decoder, str) else ["decoder"])
         self.folders = {"train": train, "val": val, "test": test or val}
         self.decoder = decoder
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory

@@ -6,7 +6,8 @@ exported (so every record the client writes still decodes), the other decoder pa
 or taken from a decoder export with the class layer re-initialised. :func:`export_server` writes
 the trained server as a decoder file that keeps the *client's* model id, so ``taskcodec classify``
 accepts the client's containers with it. The training loop itself is Lightning's
-(:class:`lightning_modules.server.ServerModule`).
+(:class:`lightning_modules.server.ServerModule`), and the workflow (pack -> train -> export) is
+:func:`lightning_modules.adapt.adapt`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ def server_parts(codec: TaskCodecBase) -> list[str]:
 
 
 def server_codec(
-    export_path: str | os.PathLike, num_classes: int | None = None, server: str | None = None, reset: str = "all"
+    export: str | os.PathLike | dict, num_classes: int | None = None, server: str | None = None, reset: str = "all"
 ) -> tuple[TaskCodecBase, dict]:
     """The decoder side of an export's codec, ready to train a server for ``num_classes`` classes.
 
     Args:
-        export_path: an encoder export (the server parts start fresh) or a decoder export.
+        export: an encoder export (the server parts start fresh) or a decoder export: its path, or
+            the dict :func:`taskcodec.export.read_export` returned (so a workflow reads it once).
         num_classes: classes of the new server (default: the export's).
         server: the family's server variant (``"linear"`` for the split family's linear probe);
             default: the export's.
@@ -48,7 +50,8 @@ def server_codec(
         raise ConfigError(f"server reset must be one of {SERVER_RESETS}, got {reset!r}")
     if num_classes is not None and num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-    blob = read_export(export_path)
+    blob = export if isinstance(export, dict) else read_export(export)
+    export_path = blob.get("_path", "the export") if isinstance(export, dict) else export
     config = dict(blob["config"])
     if num_classes is not None:
         config["num_classes"] = int(num_classes)

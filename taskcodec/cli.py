@@ -281,7 +281,7 @@ def _adapt(args: argparse.Namespace) -> None:
 
     threads = set_threads(args.threads)
     try:  # training is Lightning's job: only this command needs it, the others stay Lightning-free
-        from lightning_modules.server import adapt
+        from lightning_modules.adapt import adapt
     except ImportError as e:
         raise ConfigError(f"`taskcodec adapt` needs pytorch-lightning and the repository's packages: {e}") from e
     skipped = _Skipped(args)

@@ -133,7 +133,12 @@ def read_export(path: str | os.PathLike) -> dict:
 
 
 def _load(path: str | os.PathLike, kind: str) -> tuple[TaskCodecBase, dict]:
-    blob = read_export(path)
+    return codec_from_export(read_export(path), kind, str(path))
+
+
+def codec_from_export(blob: dict, kind: str, where: str = "the export") -> tuple[TaskCodecBase, dict]:
+    """``(codec, meta)`` of an export already read with :func:`read_export` (one read, many uses)."""
+    path = where
     if blob["kind"] != kind:
         raise CheckpointError(f"{path} is a {blob['kind']} file, but a {kind} file is needed here")
     codec = _build(blob["family"], blob["config"], str(path))

@@ -163,3 +163,16 @@ def test_adapt_keeps_going_past_an_unreadable_image(user_data, tmp_path, capsys)
     assert "zz-broken.jpg" in capsys.readouterr().err
     summary = json.loads((out / "adapt.json").read_text())
     assert [s["name"] for s in summary["skipped"]] == ["cats/zz-broken.jpg"] and Path(summary["decoder"]).is_file()
+
+
+def test_adapt_reads_each_export_once(user_data, tmp_path, monkeypatch) -> None:
+    """The workflow reads the client's export and the decoder it starts from once each, and passes them down."""
+    import taskcodec.export as export_module
+    from lightning_modules.adapt import adapt
+
+    reads: list[str] = []
+    real = export_module.read_checkpoint
+    monkeypatch.setattr(export_module, "read_checkpoint", lambda p: reads.append(Path(p).name) or real(p))
+    adapt(str(user_data["encoder"]), str(user_data["folder"]), str(tmp_path / "a"), init_decoder=str(user_data["decoder"]),
+          epochs=1, holdout_per_class=1, batch_size=4, threads=1)  # fmt: skip
+    assert sorted(reads) == sorted([Path(user_data["encoder"]).name, Path(user_data["decoder"]).name])

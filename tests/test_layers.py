@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "taskcodec"
 UPPER = ("lightning_modules", "datamodules", "pytorch_lightning", "lightning", "hydra", "omegaconf", "train", "evaluate")
-#: the one place taskcodec/ reaches up: `taskcodec adapt` trains, so the CLI imports the Lightning-layer
+#: the one place taskcodec/ reaches up: `taskcodec adapt` trains, so the CLI imports its Lightning-layer
 #: workflow when (and only when) that command runs
-ALLOWED_UP = {("taskcodec.cli", "lightning_modules.server"), ("taskcodec.cli", "lightning_modules.server.adapt")}
+ALLOWED_UP = {("taskcodec.cli", "lightning_modules.adapt"), ("taskcodec.cli", "lightning_modules.adapt.adapt")}
 
 
 def module_name(path: Path) -> str:
