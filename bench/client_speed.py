@@ -8,7 +8,8 @@ torch thread, in one process:
 * client: uint8 RGB -> record bytes (float conversion, network, quantisation, range coding)
   against Pillow JPEG q=30 ``optimize=True`` (4:2:0), both from the same arrays;
 * server: records -> labels against JPEG file -> Pillow decode -> the reference classifier;
-* the range coder alone, compiled (numba) and the Python reference, on the codec's own latents.
+* the range coder alone, compiled (numba) and the Python reference, on the codec's own latents, and
+  the analysis network alone: where the client's time goes.
 
 Each throughput is the median of ``--repeats`` timed runs after a warm-up. Absolute numbers depend
 on the machine and its load; the ratios, measured side by side, are the result.
@@ -77,6 +78,8 @@ def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: di
         server_per_s = len(records) / median_seconds(server, args.repeats)
         coder = {"compiled": coder_only(encoder, images, True, args.repeats),
                  "python": coder_only(encoder, images, False, 1)}  # fmt: skip
+        # the analysis network alone (float conversion included): what bounds the client when the coder is fast
+        analysis_per_s = images_per_second(lambda x: encoder.analysis(encoder._pad(x)), images, args.batch, args.repeats)
     macs = client_macs(encoder, tuple(images.shape[1:3]))
     row = {
         "export": str(enc_path), "family": meta["family"], "config": encoder.config, "lmbda": meta.get("lmbda"),
@@ -85,6 +88,7 @@ def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: di
         "client_encode_images_per_s": enc_per_s, "client_encode_vs_jpeg": enc_per_s / base["jpeg_encode_images_per_s"],
         "server_images_per_s": server_per_s,
         "server_vs_jpeg_decode_plus_reference": server_per_s / base["jpeg_decode_plus_reference_images_per_s"],
+        "analysis_only_images_per_s": analysis_per_s,
         "coder_only_images_per_s": coder, "coder_compiled_vs_python": coder["compiled"] / coder["python"],
     }  # fmt: skip
     print(json.dumps({k: v for k, v in row.items() if k != "config"}))
