@@ -8,8 +8,9 @@ torch thread, in one process:
 * client: uint8 RGB -> record bytes (float conversion, network, quantisation, range coding)
   against Pillow JPEG q=30 ``optimize=True`` (4:2:0), both from the same arrays;
 * server: records -> labels against JPEG file -> Pillow decode -> the reference classifier;
-* the range coder alone, compiled (numba) and the Python reference, on the codec's own latents, and
-  the analysis network alone: where the client's time goes.
+* the entropy stage alone (for a hyperprior ``h_a``, ``h_s`` in float64, quantisation; then range
+  coding) with the compiled coder and with the Python reference coder, on the codec's own latents,
+  and the analysis network alone: where the client's time goes.
 
 Each throughput is the median of ``--repeats`` timed runs after a warm-up. Absolute numbers depend
 on the machine and its load; the ratios, measured side by side, are the result.
@@ -46,8 +47,8 @@ from taskcodec.models import load_image_classifier  # noqa: E402
 from taskcodec.provenance import run_provenance  # noqa: E402
 
 
-def coder_only(encoder, images: np.ndarray, compiled: bool, repeats: int) -> float:
-    """Images/s of the entropy coding step alone (latents computed once), on one coder path."""
+def entropy_stage_only(encoder, images: np.ndarray, compiled: bool, repeats: int) -> float:
+    """Images/s of the entropy stage alone (latents computed once), on one coder path."""
     os.environ["TASKCODEC_CODER"] = "auto" if compiled else "python"
     y = encoder.analysis(encoder._pad(to_tensor(images)))
     try:
@@ -76,8 +77,8 @@ def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: di
                 decoder.decode(records[i : i + args.batch])["logits"].argmax(1)
 
         server_per_s = len(records) / median_seconds(server, args.repeats)
-        coder = {"compiled": coder_only(encoder, images, True, args.repeats),
-                 "python": coder_only(encoder, images, False, 1)}  # fmt: skip
+        coder = {"compiled": entropy_stage_only(encoder, images, True, args.repeats),
+                 "python": entropy_stage_only(encoder, images, False, 1)}  # fmt: skip
         # the analysis network alone (float conversion included): what bounds the client when the coder is fast
         analysis_per_s = images_per_second(lambda x: encoder.analysis(encoder._pad(x)), images, args.batch, args.repeats)
     macs = client_macs(encoder, tuple(images.shape[1:3]))
@@ -89,7 +90,7 @@ def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: di
         "server_images_per_s": server_per_s,
         "server_vs_jpeg_decode_plus_reference": server_per_s / base["jpeg_decode_plus_reference_images_per_s"],
         "analysis_only_images_per_s": analysis_per_s,
-        "coder_only_images_per_s": coder, "coder_compiled_vs_python": coder["compiled"] / coder["python"],
+        "entropy_stage_images_per_s": coder, "entropy_stage_compiled_vs_python_coder": coder["compiled"] / coder["python"],
     }  # fmt: skip
     print(json.dumps({k: v for k, v in row.items() if k != "config"}))
     return row
