@@ -43,7 +43,7 @@ def main() -> None:
     enc_path = sorted(args.export.glob("encoder-*.pt"))[0]
     encoder, meta = load_encoder(enc_path)
     decoder, _ = load_decoder(enc_path.with_name(enc_path.name.replace("encoder-", "decoder-")))
-    onnx_path, _ = export_onnx_client(encoder, args.out.parent / "onnx", meta["codec_id"], meta)
+    onnx_path, _ = export_onnx_client(encoder, args.export, meta["codec_id"], meta)  # beside the export, not in results/
     dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
     dm.setup("test")
     images = dm.test_set.images
