@@ -50,9 +50,15 @@ def test_onnx_records_decode_to_the_same_labels(onnx_export, threads) -> None:
         same = sum(a == b for a, b in zip(onnx_records, torch_records, strict=True))
         assert same >= len(images) - 1  # float rounding may move one symbol of one image, never more here
         server, _ = load_decoder(dec)
-        a = server.decode(onnx_records)["logits"].argmax(1)
+        out = server.decode(onnx_records)
+        a = out["logits"].argmax(1)
         b = server.decode(torch_records)["logits"].argmax(1)
         assert (a == b).float().mean() >= 0.99
+        # no desynchronisation: the server rebuilds exactly the latent the ONNX client quantised and sent
+        y = np.concatenate([client.session.run(["y"], {"x": images[i : i + batch].transpose(0, 3, 1, 2).astype(np.float32)
+                                                        / np.float32(255)})[0] for i in range(0, len(images), batch)])  # fmt: skip
+        sent = np.rint(y - client.medians) + client.medians
+        assert np.array_equal(out["y_hat"].numpy(), sent.astype(np.float32))
 
 
 def test_container_from_the_onnx_client_is_classified(onnx_export, tmp_path, capsys) -> None:
