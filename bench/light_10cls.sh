@@ -4,7 +4,7 @@
 # the same number of epochs for comparison, one table with every baseline and the label row, and
 # the client speed bench.
 # Usage: bash bench/light_10cls.sh [step...]
-#   steps: runs onestage split table speed   (default: all, in that order)
+#   steps: runs onestage split table speed longer   (default: all, in that order)
 #   split: the layer4 split codec (hyperprior, λ=0.1, 4 epochs: the committed split_10cls recipe) distilled
 #          from the same teacher, so the table sets the heavy client beside the light ones and the label row
 # CLIENTS (names below) and LAMBDAS override the grid (ONESTAGE_CLIENTS/ONESTAGE_LAMBDAS the comparison);
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 export OMP_NUM_THREADS=${THREADS:-2}
-steps=${*:-runs onestage split table speed}
+steps=${*:-runs onestage split table speed longer}
 CLIENTS=${CLIENTS:-c8 c2}; LAMBDAS=${LAMBDAS:-0.3 1}; S1=${S1:-20}; S2=${S2:-10}
 ONESTAGE_CLIENTS=${ONESTAGE_CLIENTS:-c8}; ONESTAGE_LAMBDAS=${ONESTAGE_LAMBDAS:-1}
 ref_ckpt() { ls logs/reference/10cls/checkpoints/epoch_*.ckpt | head -1; }
@@ -54,8 +54,16 @@ for step in $steps; do
       run logs/light/10cls/split-layer4/task experiment=split_sweep hydra.mode=RUN model.freeze=client \
         model.codec.split=layer4 model.codec.entropy=hyperprior model.lmbda=0.1 ;;
     table)
-      $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[logs/light/10cls/*/*]" output_dir=results/light_10cls \
-        "baselines={jpeg: [1, 3, 5, 10, 20, 30, 50, 75, 90, 95], webp: null, avif: null}" ;;
+      $PY evaluate.py classifier_ckpt="$(ref_ckpt)" \
+        "codec_dirs=[logs/light/10cls/*/features,logs/light/10cls/*/task,logs/light/10cls/*/onestage]" \
+        output_dir=results/light_10cls "baselines={jpeg: [1, 3, 5, 10, 20, 30, 50, 75, 90, 95], webp: null, avif: null}" ;;
+    longer)  # is the server's training the limit? stage 2 of c8 λ=1 again, 30 epochs with TrivialAugment
+      d=logs/light/10cls/c8-lmbda_1
+      # shellcheck disable=SC2046
+      run "$d/task_long_ta" experiment=light_task $(client c8) model.init_codec="$d/features/checkpoints/final.ckpt" \
+        trainer.max_epochs=30 data.augment_policy=trivialaugment
+      $PY evaluate.py classifier_ckpt="$(ref_ckpt)" "codec_dirs=[$d/task_long_ta]" reuse_baselines=results/light_10cls \
+        output_dir=results/light_10cls/longer_stage2 "baselines={jpeg: [1, 3, 5, 10, 20, 30, 50, 75, 90, 95]}" ;;
     speed)
       $PY bench/client_speed.py --out results/light_10cls/client_speed.json logs/light/10cls/*/task ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
