@@ -356,7 +356,8 @@ def plot_client_frontier(rows: list[dict], path: str | Path, margin: float = 0.0
     import matplotlib.pyplot as plt
 
     ref = next((r for r in rows if r["codec"] == "none"), None)
-    learned = [c for c in dict.fromkeys(r["codec"] for r in rows) if c.startswith("taskcodec-")]
+    # stage-1-only rows (+features) are a step of the two-stage recipe, not a server one deploys: left out
+    learned = [c for c in dict.fromkeys(r["codec"] for r in rows) if c.startswith("taskcodec-") and not c.endswith("+features")]
     points = []
     for codec in learned:
         mine = sorted((r for r in rows if r["codec"] == codec and r.get("client_macs_share") is not None),
@@ -369,11 +370,11 @@ def plot_client_frontier(rows: list[dict], path: str | Path, margin: float = 0.0
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(8, 5))
-    for codec, r, parity, diff in points:
+    for k, (codec, r, parity, diff) in enumerate(points):
         x = 100 * r["client_macs_share"]
         ax.scatter(x, r["bytes_per_image"], s=40, facecolors="C0" if parity else "none", edgecolors="C0")
-        ax.annotate(f"{codec.removeprefix('taskcodec-')} ({100 * diff:+.1f} pt)", (x, r["bytes_per_image"]),
-                    fontsize=6, xytext=(4, 3), textcoords="offset points")  # fmt: skip
+        ax.annotate(f"{codec.removeprefix('taskcodec-')} {r['setting']} ({100 * diff:+.1f} pt)", (x, r["bytes_per_image"]),
+                    fontsize=6, xytext=(4, 3 - 9 * (k % 2)), textcoords="offset points")  # fmt: skip
     label = next((r for r in rows if r["codec"] == "label"), None)
     if label is not None:
         ax.scatter(100 * (label.get("client_macs_share") or 1.0), label["bytes_per_image"], marker="*", s=120, color="C3",
