@@ -277,6 +277,8 @@ def headline(rows: list[dict], margin: float = 0.01) -> dict:
             entry |= {k: p.get(k) for k in PAIRED_KEYS}
             entry["noninferior"] = p.get("diff_ci95_lo") is not None and p["diff_ci95_lo"] >= -margin
             entry |= compare_to_standard(p, rows) | against_label(p, rows)
+        elif any(r["codec"] == "label" for r in rows):  # short of parity: the label row has the reference's top-1
+            entry |= {"beats_label": False, "label_note": "not at parity: the label row keeps the reference's top-1"}
         result[head] = entry | {"points": points}
     light = [(h, e) for h, e in result.items() if isinstance(e, dict) and e.get("reaches_parity")
              and (e.get("client_macs_share") or math.inf) <= LIGHT_CLIENT_SHARE]  # fmt: skip

@@ -305,3 +305,5 @@ def test_headline_says_which_codecs_beat_the_label_row() -> None:
     assert h["taskcodec-light"]["beats_label"] is True and h["taskcodec-light"]["lighter_client_than_label"] is True
     assert h["taskcodec-light"]["fewer_bytes_than_label"] is False
     assert h["best_light_client"]["codec"] == "taskcodec-light" and h["best_light_client"]["bytes_per_image"] == 30
+    short = headline([*rows[:-1], dict(rows[-1], top1=0.60)])["taskcodec-light"]
+    assert short["reaches_parity"] is False and short["beats_label"] is False  # short of parity never beats it

@@ -1,0 +1,96 @@
+"""An exported ONNX client (``taskcodec export --onnx``): images in, records and containers out, no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from taskcodec.bitstream import pack_record
+from taskcodec.container import Entry, write_container
+from taskcodec.errors import CheckpointError, ConfigError, DataError
+from taskcodec.io import read_rgb
+from taskcodec.range_coder import BatchEncoder, CdfTables
+
+SUPPORTED_VERSION = 1
+
+
+class OnnxClient:
+    """``client-<id>.onnx`` + ``client-<id>.npz``: the analysis in onnxruntime, quantisation in numpy, the range coder."""
+
+    def __init__(self, onnx_path: str | os.PathLike, threads: int = 1, native_size: bool = False) -> None:
+        onnx_path = Path(onnx_path)
+        tables_path = onnx_path.with_suffix(".npz")
+        if not onnx_path.is_file() or not tables_path.is_file():
+            raise CheckpointError(f"{onnx_path} and {tables_path.name} beside it are needed; make them with "
+                                  "`taskcodec export CKPT --onnx`")  # fmt: skip
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ConfigError('the torch-free client needs onnxruntime: pip install "taskcodec[client]"') from e
+        try:
+            with np.load(tables_path, allow_pickle=False) as t:
+                tables = {k: t[k] for k in t.files}
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {tables_path}: {e}; re-export it with `taskcodec export CKPT --onnx`") from e
+        if int(tables.get("version", -1)) != SUPPORTED_VERSION:
+            raise CheckpointError(f"{tables_path} is ONNX client version {tables.get('version')}, this runtime reads "
+                                  f"{SUPPORTED_VERSION}; re-export it with this taskcodec")  # fmt: skip
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise CheckpointError(f"cannot load {onnx_path}: {e}") from e
+        self.codec_id = str(tables["codec_id"])
+        self.stride = int(tables["stride"])
+        self.tables = CdfTables(tables["cdfs"], tables["cdf_lengths"], tables["offsets"])
+        self.medians = tables["medians"].astype(np.float32).reshape(1, -1, 1, 1)
+        pre = json.loads(str(tables["preprocessing"]))
+        self.input_size = None if native_size or not pre else (int(pre["input_size"][1]), int(pre["input_size"][2]))
+
+    def encode(self, images: np.ndarray) -> list[bytes]:
+        """Records of same-size uint8 images ``[B, H, W, 3]``, as ``TaskCodecBase.encode`` writes them."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or not len(images):
+            raise DataError(f"expected uint8 images [B, H, W, 3] with B >= 1, got {images.dtype} {list(images.shape)}")
+        b, h, w, _ = images.shape
+        x = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:  # replicate padding, as the PyTorch codec pads
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        (y,) = self.session.run(["y"], {"x": np.ascontiguousarray(x)})
+        symbols = np.rint(y - self.medians).astype(np.int64)  # round half to even, as torch.round
+        indexes = np.broadcast_to(np.arange(y.shape[1]).reshape(1, -1, 1, 1), y.shape)
+        encoder = BatchEncoder(b)
+        encoder.encode(symbols.reshape(b, -1), indexes.reshape(b, -1), self.tables)
+        return [pack_record(h, w, p) for p in encoder.flush()]
+
+    def compress(self, images: Sequence[str | os.PathLike | bytes], names: Sequence[str] | None = None) -> bytes:
+        """One container (the format of ``taskcodec compress --archive``) of image files or encoded bytes."""
+        if not images:
+            raise DataError("no images to compress")
+        arrays = [read_rgb(bytes(im) if isinstance(im, (bytes, bytearray)) else im,
+                           f"image {k}" if isinstance(im, (bytes, bytearray)) else str(im), size=self.input_size)
+                  for k, im in enumerate(images)]  # fmt: skip
+        records: list[bytes] = [b""] * len(arrays)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, a in enumerate(arrays):
+            if a.shape[0] < self.stride or a.shape[1] < self.stride:
+                raise DataError(f"image {k} is {a.shape[1]}x{a.shape[0]}, smaller than one latent cell "
+                                f"({self.stride} pixels): resize it, or drop native_size")  # fmt: skip
+            groups.setdefault(a.shape[:2], []).append(k)
+        for members in groups.values():
+            for k, r in zip(members, self.encode(np.stack([arrays[k] for k in members])), strict=True):
+                records[k] = r
+        entries = [Entry(r, name=None if names is None else names[k]) for k, r in enumerate(records)]
+        return write_container(entries, self.codec_id)
+
+
+def load_onnx_client(path: str | os.PathLike, threads: int = 1, native_size: bool = False) -> OnnxClient:
+    """The client of ``client-<id>.onnx`` (its ``.npz`` tables beside it)."""
+    return OnnxClient(path, threads, native_size)

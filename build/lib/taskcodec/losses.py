@@ -1,0 +1,78 @@
+"""Rate + λ·task: the only objective taskcodec trains on (no distortion or perceptual term).
+
+Modelled on CompressAI's ``RateDistortionLoss``: rate is in bits per input pixel (bpp), and a
+larger ``lmbda`` buys accuracy with bits. The task term is cross-entropy, or with ``distill > 0``
+``(1 - distill)·CE + distill·T²·KL(teacher || student)`` on logits softened by ``T`` (Hinton et al.
+2015), where the teacher is the reference classifier on the uncompressed image.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from taskcodec.errors import ConfigError
+
+
+class RateTaskLoss(nn.Module):
+    """``rate_weight·bpp + lmbda·task``; returns every term so each can be logged."""
+
+    def __init__(self, lmbda: float = 1.0, distill: float = 0.0, temperature: float = 4.0) -> None:
+        super().__init__()
+        if lmbda <= 0:
+            raise ConfigError(f"lmbda must be > 0 (the weight on the task loss), got {lmbda}")
+        if not 0.0 <= distill <= 1.0:
+            raise ConfigError(f"distill must be in [0, 1] (the KL share of the task term), got {distill}")
+        if temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0, got {temperature}")
+        self.lmbda, self.distill, self.temperature = lmbda, distill, temperature
+
+    def forward(
+        self,
+        out: dict,
+        labels: Tensor,
+        num_pixels: int,
+        teacher_logits: Tensor | None = None,
+        rate_weight: float = 1.0,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, Tensor]:
+        bpp = out["rate_bits"].mean() / num_pixels
+        ce = F.cross_entropy(out["logits"], labels, label_smoothing=label_smoothing)
+        losses = {"bpp": bpp, "ce": ce}
+        task = ce
+        if teacher_logits is not None and self.distill > 0:
+            t = self.temperature
+            kd = F.kl_div(
+                F.log_softmax(out["logits"] / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                log_target=True, reduction="batchmean",
+            )  # fmt: skip
+            losses["kd"] = kd
+            task = (1 - self.distill) * ce + self.distill * t * t * kd
+        losses["loss"] = rate_weight * bpp + self.lmbda * task
+        return losses
+
+
+class RateFeatureLoss(nn.Module):
+    """``rate_weight·bpp + lmbda·Σ_d relMSE_d``: match the teacher's features at every depth (stage 1).
+
+    Each depth's squared error is divided by the teacher feature's mean square, so every stage counts
+    alike whatever its scale (early feature maps are large, late ones small). The logits' CE is
+    reported, not trained on.
+    """
+
+    def __init__(self, lmbda: float = 1.0) -> None:
+        super().__init__()
+        if lmbda <= 0:
+            raise ConfigError(f"lmbda must be > 0 (the weight on the feature term), got {lmbda}")
+        self.lmbda = lmbda
+
+    def forward(self, out: dict, labels: Tensor, num_pixels: int, teacher: dict, rate_weight: float = 1.0) -> dict[str, Tensor]:
+        if len(out["features"]) != len(teacher["features"]):
+            raise ConfigError(f"student has {len(out['features'])} feature depths, teacher {len(teacher['features'])}")
+        bpp = out["rate_bits"].mean() / num_pixels
+        terms = [F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-8) for s, t in zip(out["features"], teacher["features"], strict=True)]
+        feat = sum(terms)
+        losses = {"bpp": bpp, "feat": feat, "ce": F.cross_entropy(out["logits"].detach(), labels)}
+        losses.update({f"feat{d}": t.detach() for d, t in enumerate(terms)})
+        losses["loss"] = rate_weight * bpp + self.lmbda * feat
+        return losses
