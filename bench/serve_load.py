@@ -16,10 +16,8 @@ import argparse
 import asyncio
 import io
 import json
-import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
 from taskcodec.provenance import run_provenance  # noqa: E402
-from taskcodec.serve import Batcher, create_app  # noqa: E402
+from taskcodec.serve import Batcher, create_app, serve_in_thread  # noqa: E402
 
 
 def jpeg_app(reference_ckpt: str, max_batch: int, batch_timeout: float):
@@ -70,27 +68,6 @@ def jpeg_app(reference_ckpt: str, max_batch: int, batch_timeout: float):
     app.post("/v1/classify")(classify)
     app.get("/health")(lambda: {"status": "ok", "batches": batcher.batches})
     return app
-
-
-def start(app) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            httpx.get(f"{url}/health", timeout=1.0)
-            return url, server, thread
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on {url} did not start")
 
 
 async def load(url: str, bodies: list[bytes], expected: list[int], concurrency: int) -> dict:
@@ -165,11 +142,10 @@ def main() -> None:
     }  # fmt: skip
     results = {}
     for name, (app, bodies, expected) in servers.items():
-        url, server, thread = start(app)
+        url, stop = serve_in_thread(app)
         results[name] = {"bytes_per_request": float(np.mean([len(b) for b in bodies])),
                          "runs": [asyncio.run(load(url, bodies, expected, c)) for c in args.concurrency]}  # fmt: skip
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop()
         print(name, json.dumps(results[name]))
     lost = sum(r["failed"] + r["wrong_labels"] for v in results.values() for r in v["runs"])
     out = run_provenance(torch_threads=args.threads, images=len(images)) | {"servers": results, "lost_or_wrong": lost}

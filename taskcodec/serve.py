@@ -172,3 +172,39 @@ def serve(decoder_path: str, host: str = "127.0.0.1", port: int = 8000, **kwargs
     except ImportError as e:
         raise ConfigError('`taskcodec serve` needs fastapi and uvicorn: pip install "taskcodec[serve]"') from e
     uvicorn.run(create_app(decoder_path, **kwargs), host=host, port=port, log_level="warning")
+
+
+def serve_in_thread(app, timeout: float = 20.0):
+    """Run ``app`` with uvicorn on 127.0.0.1 (an ephemeral port) in a daemon thread, for tests and benches.
+
+    Returns ``(url, stop)``; ``stop()`` shuts the server down and waits for the thread.
+    """
+    import socket
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1.0).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.should_exit = True
+                raise ConfigError(f"the server on {url} did not start within {timeout} s") from None
+            time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return url, stop

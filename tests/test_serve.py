@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,7 +13,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from taskcodec.cli import main  # noqa: E402
 from taskcodec.container import read_container, write_container  # noqa: E402
-from taskcodec.serve import create_app  # noqa: E402
+from taskcodec.serve import create_app, serve_in_thread  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,26 +21,13 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     _, enc, dec = export_tiny(tmp / "m")
     _, enc2, _ = export_tiny(tmp / "other", "split", downsample=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(dec, max_body=20_000, max_images=8, max_batch=16, batch_timeout=0.01)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/health", timeout=1.0)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    url, stop = serve_in_thread(app)
     images = sorted(SAMPLE.rglob("*.JPEG"))[:6]
     assert main(["compress", *map(str, images), "-m", str(enc), "-o", str(tmp / "all.tca"), "--archive", "-q"]) == 0
     assert main(["compress", str(images[0]), "-m", str(enc2), "-o", str(tmp / "other.tca"), "--archive", "-q"]) == 0
     yield {"url": url, "all": (tmp / "all.tca").read_bytes(), "other": (tmp / "other.tca").read_bytes(), "dec": dec}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    stop()
 
 
 def test_classifies_like_the_cli(server, capsys) -> None:
