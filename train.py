@@ -15,12 +15,13 @@ import copy
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
@@ -108,6 +109,11 @@ def train(cfg: DictConfig) -> dict:
     """Fit, test and export; returns the test metrics (and export paths) for callers and tests."""
     check_run_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path") and cfg.get("logger") and cfg.logger.get("csv") and not cfg.logger.csv.get("version"):
+        # a resumed run logs into its own CSV folder: the CSV logger empties the folder it writes to, and
+        # the earlier sessions' metrics.csv must survive for the learning curve (csv/**/metrics.csv)
+        with open_dict(cfg):
+            cfg.logger.csv.version = f"resumed_{time.strftime('%Y%m%d-%H%M%S')}"
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model)
     callbacks, loggers = instantiate_group(cfg.get("callbacks")), instantiate_group(cfg.get("logger"))
