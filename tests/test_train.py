@@ -60,7 +60,8 @@ def test_resume_from_checkpoint(cfg_train, tmp_path) -> None:
     result = train(cfg2)
     resumed = torch.load(result["final_ckpt"], weights_only=True)
     assert resumed["global_step"] == 2 * step  # one more epoch of the same size
-    rows = list(csv.DictReader((tmp_path / "resumed" / "csv" / "metrics.csv").open()))
+    (log,) = (tmp_path / "resumed" / "csv").glob("resumed_*/metrics.csv")  # a resumed run logs into its own folder
+    rows = list(csv.DictReader(log.open()))
     assert {r["epoch"] for r in rows} == {"1"}  # epoch 0 was restored, not trained again
 
 
