@@ -39,8 +39,6 @@ from taskcodec.serve import Batcher, create_app, serve_in_thread  # noqa: E402
 
 def jpeg_app(reference_ckpt: str, max_batch: int, batch_timeout: float):
     """The same server design for JPEG: a file per request, decoded with Pillow, classified by the reference."""
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI
     from PIL import Image
 
@@ -52,14 +50,7 @@ def jpeg_app(reference_ckpt: str, max_batch: int, batch_timeout: float):
             return classifier(to_tensor(arr))
 
     batcher = Batcher(decode, max_batch, batch_timeout)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(batcher.run())
-        yield
-        task.cancel()
-
-    app = FastAPI(lifespan=lifespan)
+    app = FastAPI(lifespan=batcher.lifespan)
 
     async def classify(request: Request):
         logits = await batcher.submit([await request.body()])

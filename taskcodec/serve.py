@@ -19,6 +19,7 @@ answered 500 with a message; the server keeps serving.
 # no `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at definition
 # time, and Request is imported inside create_app (the module imports without fastapi installed)
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ class Batcher:
         job = _Job(records, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        """A FastAPI lifespan: the batcher runs while the application does."""
+        task = asyncio.create_task(self.run())
+        yield
+        task.cancel()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -85,8 +93,6 @@ class Batcher:
 def create_app(decoder_path: str | os.PathLike, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAULT_MAX_IMAGES,
                max_batch: int = 64, batch_timeout: float = 0.005, threads: int | None = None):  # fmt: skip
     """The FastAPI application serving one exported decoder."""
-    from contextlib import asynccontextmanager
-
     import torch
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -109,14 +115,7 @@ def create_app(decoder_path: str | os.PathLike, max_body: int = DEFAULT_MAX_BODY
             return decode_records(codec, records, max_batch)
 
     batcher = Batcher(decode, max_batch, batch_timeout)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(batcher.run())
-        yield
-        task.cancel()
-
-    app = FastAPI(title="taskcodec", lifespan=lifespan)
+    app = FastAPI(title="taskcodec", lifespan=batcher.lifespan)
 
     def refuse(status: int, message: str) -> JSONResponse:
         stats["errors"] += 1
