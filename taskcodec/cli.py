@@ -75,7 +75,7 @@ def _compress(args: argparse.Namespace) -> None:
     size = None if args.native_size else input_size(meta)  # the export's preprocessing, by default
     out = Path(args.out)
     total = done = 0
-    skipped = _Skipped(args)
+    skipped = _Skipped()
     with _bar(args, len(items), "compress") as bar:
         records = encode_sources(
             codec, len(items), lambda i: (items[i][0], str(items[i][0])), args.batch_size, threads,
@@ -114,19 +114,22 @@ class _Skipped:
     was skipped; ``--strict`` stops at the first one instead.
     """
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.items: list[tuple[str, str]] = []
+    def __init__(self) -> None:
+        self.count = 0
 
     def add(self, what: str, err: Exception) -> None:
-        self.items.append((what, str(err)))
+        self.count += 1
         print(f"taskcodec: skipped {what}: {err}", file=sys.stderr)
 
-    def finish(self, done: int, verb: str) -> None:
-        if self.items:
+    def finish(self, done: int, verb: str, recorded: list | None = None) -> None:
+        """Raise the summary when anything was skipped; ``recorded``: the skips a resumable output
+        keeps (a pack's manifest), which include earlier runs' and count instead of this run's."""
+        count = self.count if recorded is None else len(recorded)
+        if count:
             from taskcodec.errors import SkippedInputsError
 
             raise SkippedInputsError(
-                f"{done} {verb}, {len(self.items)} skipped (each reason above); fix or remove those inputs, "
+                f"{done} {verb}, {count} skipped (each reason above); fix or remove those inputs, "
                 "or use --strict to stop at the first one"
             )
 
@@ -150,7 +153,7 @@ def _classify(args: argparse.Namespace) -> None:
 
     set_threads(args.threads)
     codec, meta = load_decoder(args.model)
-    skipped = _Skipped(args)
+    skipped = _Skipped()
     files = _containers(args.files)
     rows, logits = [], []
     with _bar(args, len(files), "classify") as bar:
@@ -174,7 +177,7 @@ def _classify(args: argparse.Namespace) -> None:
 
     if rows:
         write_rows(label_rows(rows, torch.cat(logits), meta, args.topk), args.format, sys.stdout)
-    skipped.finish(len(files) - len(skipped.items), "files classified")
+    skipped.finish(len(files) - skipped.count, "files classified")
 
 
 def _decompress(args: argparse.Namespace) -> None:
@@ -264,15 +267,14 @@ def _pack(args: argparse.Namespace) -> None:
     threads = set_threads(args.threads)
     images = open_source(args.dataset, args.kind, args.split, args.num_classes, args.first_class)
     codec, meta = load_encoder(args.model)
-    skipped = _Skipped(args)
+    skipped = _Skipped()
     with _bar(args, len(images), "pack") as bar:
         plan = pack(codec, meta, images, args.out, str(args.dataset), args.split, args.shard_size,
                     args.batch_size, threads, bar.update, names=not args.no_names,
                     on_error=None if args.strict else skipped.add)  # fmt: skip
     left_out = plan.get("skipped", [])
     print(f"{plan['count'] - len(left_out)} images in {plan['num_shards']} shards -> {args.out}, model {plan['codec_id']}")
-    skipped.items = [(s["name"], s["reason"]) for s in left_out]  # this run's and earlier runs' of the same pack
-    skipped.finish(plan["count"] - len(left_out), "packed")
+    skipped.finish(plan["count"] - len(left_out), "packed", left_out)  # this run's and earlier runs' of the same pack
 
 
 def _adapt(args: argparse.Namespace) -> None:
@@ -284,7 +286,7 @@ def _adapt(args: argparse.Namespace) -> None:
         from lightning_modules.adapt import adapt
     except ImportError as e:
         raise ConfigError(f"`taskcodec adapt` needs pytorch-lightning and the repository's packages: {e}") from e
-    skipped = _Skipped(args)
+    skipped = _Skipped()
     with _bar(args, None, "compress") as bar:
         summary = adapt(args.model, args.dataset, args.out, init_decoder=args.init_decoder, server=args.server,
                         kind=args.kind, num_classes=args.num_classes, first_class=args.first_class,
@@ -294,8 +296,7 @@ def _adapt(args: argparse.Namespace) -> None:
     held = summary["holdout_top1"]
     print(f"{summary['images']} images of {summary['num_classes']} classes, {summary['record_bytes_per_image']:.1f} bytes/image; "
           f"hold-out top-1 {'n/a' if held is None else f'{held:.3f}'}; decoder -> {summary['decoder']}")  # fmt: skip
-    skipped.items = [(s["name"], s["reason"]) for s in summary.get("skipped", [])]
-    skipped.finish(summary["images"], "images trained on")
+    skipped.finish(summary["images"], "images trained on", summary.get("skipped", []))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -389,10 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")
     for name in ("compress", "classify", "pack", "adapt"):
-        sub.choices[name].add_argument("--strict", action="store_true",
-                                       help="stop at the first unreadable or refused input (default: report it, go on, exit 2)")
-    for name in ("compress", "classify", "pack", "adapt"):
         p = sub.choices[name]
+        p.add_argument("--strict", action="store_true",
+                       help="stop at the first unreadable or refused input (default: report it, go on, exit 2)")
         p.add_argument("--batch-size", type=int, default=32, help="images per network call (default 32)")
         p.add_argument("--threads", type=int, default=None, help="torch/decoder threads (default: all cores)")
     return parser
