@@ -84,8 +84,8 @@ class JointCodecModule(pl.LightningModule):
             self._init_meta = load_codec_state(codec, init_codec)
         for p in codec.reference_parameters(FREEZE[freeze]) if freeze != "none" else []:
             p.requires_grad_(False)
-        for p in self._client_modules():
-            p.requires_grad_(False)
+        for m in self._frozen_client():
+            m.requires_grad_(False)
         n = int(codec.config["num_classes"])
         self.train_metrics = accuracy_metrics(n, "train/")
         self.val_metrics = accuracy_metrics(n, "val/")
@@ -99,11 +99,11 @@ class JointCodecModule(pl.LightningModule):
             teacher = FeatureTeacher(teacher, codec)
         self.__dict__["_teacher"] = teacher
 
-    def _client_modules(self) -> list:
-        """The parameters that ``freeze_client`` fixes: the encoder's parts (what the client runs and codes with)."""
+    def _frozen_client(self) -> list:
+        """The modules ``freeze_client`` fixes: the encoder's parts (what the client runs and codes with)."""
         if not self.hparams.freeze_client:
             return []
-        return [p for name in self.codec.encoder_parts for p in self.codec.get_submodule(name).parameters()]
+        return [self.codec.get_submodule(name) for name in self.codec.encoder_parts]
 
     def forward(self, x: Tensor) -> dict:
         return self.codec(x)
@@ -129,9 +129,8 @@ class JointCodecModule(pl.LightningModule):
         if self.hparams.freeze != "none":  # keep the frozen reference parts exactly as they are, BN statistics too
             for m in self.codec.reference_modules(FREEZE[self.hparams.freeze]):
                 m.eval()
-        if self.hparams.freeze_client:  # real rounding: the server trains on exactly what decoding rebuilds
-            for name in self.codec.encoder_parts:
-                self.codec.get_submodule(name).eval()
+        for m in self._frozen_client():  # real rounding: the server trains on exactly what decoding rebuilds
+            m.eval()
 
     def training_step(self, batch, batch_idx: int) -> None:
         opts = self.optimizers()
