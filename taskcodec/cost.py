@@ -24,6 +24,8 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from taskcodec.io import to_tensor
+
 
 def macs(fn: Callable[..., Any], *args: Any) -> int:
     """Multiply-accumulates of one call of ``fn(*args)`` (convolutions and matrix products)."""
@@ -80,11 +82,9 @@ def jpeg_files(images: Sequence[np.ndarray], quality: int = 30) -> list[bytes]:
 
 def images_per_second(encode: Callable[[Tensor], Any], images: np.ndarray, batch: int = 256, repeats: int = 3) -> float:
     """Throughput of ``encode`` (float RGB batch -> whatever it sends) from uint8 images, conversion included."""
-    images = np.ascontiguousarray(images)
-
     def run() -> None:
         for i in range(0, len(images), batch):
-            encode(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float().div_(255.0))
+            encode(to_tensor(images[i : i + batch]))
 
     return len(images) / median_seconds(run, repeats)
 

@@ -21,6 +21,7 @@ from taskcodec.baselines import Codec
 from taskcodec.bitstream import pack_record
 from taskcodec.cost import client_macs, images_per_second, single_thread
 from taskcodec.curves import binomial_stderr, bytes_at_accuracy, paired_difference
+from taskcodec.io import to_tensor  # one conversion for one image or a batch (benches import it from here)
 from taskcodec.label import LabelCodec
 from taskcodec.models import TaskCodecBase
 
@@ -34,10 +35,6 @@ COLUMNS = [
 #: reference's, and its encode throughput over Pillow JPEG q=30's on the same images, one thread,
 #: measured in the same run; empty for standard codecs (no network on the client)
 
-
-def to_tensor(images: np.ndarray) -> Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
 
 
 @torch.no_grad()

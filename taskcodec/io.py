@@ -97,10 +97,10 @@ def read_rgb(
 
 
 def to_tensor(image: np.ndarray) -> Tensor:
-    """uint8 H x W x 3 -> float32 [3, H, W] in [0, 1], what the codecs take."""
+    """uint8 H x W x 3 -> float32 [3, H, W] in [0, 1], what the codecs take; a batch [N, H, W, 3] -> [N, 3, H, W]."""
     import torch
 
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).movedim(-1, -3).float().div_(255.0)
 
 
 def load_image(source: Source, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
