@@ -66,7 +66,7 @@ class Client:
         import torch
 
         from taskcodec.container import Entry, write_container
-        from taskcodec.io import to_tensor
+        from taskcodec.io import encode_by_size, to_tensor
         from taskcodec.preprocessing import check_native_size
 
         single = not isinstance(images, (list, tuple))
@@ -76,16 +76,11 @@ class Client:
         if names is not None and len(names) != len(items):
             raise DataError(f"{len(names)} names for {len(items)} images")
         arrays = [_as_rgb(im, self.input_size, k) for k, im in enumerate(items)]
-        records: list[bytes] = [b""] * len(arrays)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for k, a in enumerate(arrays):
-            if self.input_size is None:
+        if self.input_size is None:
+            for k, a in enumerate(arrays):
                 check_native_size(self.codec, a.shape[0], a.shape[1], f"image {k}")
-            groups.setdefault(a.shape[:2], []).append(k)
         with torch.no_grad():
-            for members in groups.values():
-                for k, r in zip(members, self.codec.encode(torch.stack([to_tensor(arrays[k]) for k in members])), strict=True):
-                    records[k] = r
+            records = encode_by_size(arrays, lambda batch: self.codec.encode(to_tensor(batch)))
         return write_container([Entry(r, name=None if names is None else names[k]) for k, r in enumerate(records)],
                                self.codec_id)  # fmt: skip
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +102,18 @@ def to_tensor(image: np.ndarray) -> Tensor:
     import torch
 
     return torch.from_numpy(np.array(image, dtype=np.uint8)).movedim(-1, -3).float().div_(255.0)
+
+
+def encode_by_size(images: list[np.ndarray], encode: Callable[[np.ndarray], list[bytes]]) -> list[bytes]:
+    """One record per uint8 H x W x 3 image, in order: images of one size go through ``encode`` as one batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, image in enumerate(images):
+        groups.setdefault(image.shape[:2], []).append(k)
+    records: list[bytes] = [b""] * len(images)
+    for members in groups.values():
+        for k, record in zip(members, encode(np.stack([images[k] for k in members])), strict=True):
+            records[k] = record
+    return records
 
 
 def load_image(source: Source, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 from taskcodec.bitstream import pack_record
 from taskcodec.container import Entry, write_container
 from taskcodec.errors import CheckpointError, ConfigError, DataError
-from taskcodec.io import read_rgb
+from taskcodec.io import encode_by_size, read_rgb
 from taskcodec.range_coder import BatchEncoder, CdfTables
 
 SUPPORTED_VERSION = 1
@@ -77,16 +77,11 @@ class OnnxClient:
         arrays = [read_rgb(bytes(im) if isinstance(im, (bytes, bytearray)) else im,
                            f"image {k}" if isinstance(im, (bytes, bytearray)) else str(im), size=self.input_size)
                   for k, im in enumerate(images)]  # fmt: skip
-        records: list[bytes] = [b""] * len(arrays)
-        groups: dict[tuple[int, int], list[int]] = {}
         for k, a in enumerate(arrays):
             if a.shape[0] < self.stride or a.shape[1] < self.stride:
                 raise DataError(f"image {k} is {a.shape[1]}x{a.shape[0]}, smaller than one latent cell "
                                 f"({self.stride} pixels): resize it, or drop native_size")  # fmt: skip
-            groups.setdefault(a.shape[:2], []).append(k)
-        for members in groups.values():
-            for k, r in zip(members, self.encode(np.stack([arrays[k] for k in members])), strict=True):
-                records[k] = r
+        records = encode_by_size(arrays, self.encode)
         entries = [Entry(r, name=None if names is None else names[k]) for k, r in enumerate(records)]
         return write_container(entries, self.codec_id)
 
