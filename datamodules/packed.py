@@ -22,6 +22,7 @@ from taskcodec.batching import decode_latents  # bounds claimed sizes itself
 from taskcodec.bitstream import unpack_record
 from taskcodec.container import read_container
 from taskcodec.errors import ConfigError, DataError
+from taskcodec.export import SOURCE_KEY
 from taskcodec.pack import read_manifest, shard_paths
 
 DECODE_BATCH = 512
@@ -35,7 +36,7 @@ def read_packed_latents(folder: str | Path, decoder: str | Path | dict) -> tuple
     """
     plan = read_manifest(folder)
     codec, meta = server_codec(decoder)  # the export's entropy stage on a decoder side
-    decoder_path = decoder.get("_path", "the export") if isinstance(decoder, dict) else decoder
+    decoder_path = decoder.get(SOURCE_KEY, "the export") if isinstance(decoder, dict) else decoder
     codec.eval()
     if plan["codec_id"] != meta["codec_id"]:
         raise DataError(

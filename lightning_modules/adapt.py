@@ -58,11 +58,11 @@ def adapt(
         raise ConfigError(f"adapt needs epochs >= 1 and holdout_per_class >= 0, got {epochs} and {holdout_per_class}")
     out = Path(out_dir)
     images = open_source(dataset, kind, "train", num_classes, first_class)
-    client_blob = read_export(encoder) | {"_path": str(encoder)}  # read once, used by every step below
-    client, client_meta = codec_from_export(client_blob, ENCODER_KIND, str(encoder))
+    client_blob = read_export(encoder)  # read once, used by every step below
+    client, client_meta = codec_from_export(client_blob, ENCODER_KIND)
     server_from = client_blob
     if init_decoder is not None:
-        server_from = read_export(init_decoder) | {"_path": str(init_decoder)}
+        server_from = read_export(init_decoder)
         if server_from["codec_id"] != client_meta["codec_id"]:
             raise ConfigError(f"{init_decoder} is not the decoder of {encoder} (model ids differ)")
     plan_dir = out / "packs" / "train"

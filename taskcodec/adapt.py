@@ -17,7 +17,15 @@ import shutil
 from pathlib import Path
 
 from taskcodec.errors import CheckpointError, ConfigError
-from taskcodec.export import DECODER_KIND, ENCODER_KIND, EXPORT_VERSION, _atomic_save, _build, read_export
+from taskcodec.export import (
+    DECODER_KIND,
+    ENCODER_KIND,
+    EXPORT_VERSION,
+    SOURCE_KEY,
+    _atomic_save,
+    _build,
+    read_export,
+)
 from taskcodec.models import TaskCodecBase
 
 SERVER_RESETS = ("all", "head", "none")
@@ -51,7 +59,7 @@ def server_codec(
     if num_classes is not None and num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     blob = export if isinstance(export, dict) else read_export(export)
-    export_path = blob.get("_path", "the export") if isinstance(export, dict) else export
+    export_path = blob.get(SOURCE_KEY, "the export")
     config = dict(blob["config"])
     if num_classes is not None:
         config["num_classes"] = int(num_classes)

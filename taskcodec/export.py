@@ -119,8 +119,12 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_dir: str | os.PathLike) 
     return export_codec(codec, out_dir, meta)
 
 
+#: key under which :func:`read_export` records where the export came from (for messages only)
+SOURCE_KEY = "_path"
+
+
 def read_export(path: str | os.PathLike) -> dict:
-    """The raw export dict, checked for kind and version (no model is built)."""
+    """The raw export dict, checked for kind and version (no model is built), with its path under :data:`SOURCE_KEY`."""
     blob = read_checkpoint(str(path))
     if not isinstance(blob, dict) or blob.get("kind") not in (ENCODER_KIND, DECODER_KIND):
         raise CheckpointError(f"{path} is not a taskcodec export; make one with `taskcodec export CKPT`")
@@ -129,16 +133,17 @@ def read_export(path: str | os.PathLike) -> dict:
             f"{path} has export version {blob.get('version')}; this taskcodec reads version "
             f"{EXPORT_VERSION}: re-export the checkpoint with this version"
         )
+    blob[SOURCE_KEY] = str(path)
     return blob
 
 
 def _load(path: str | os.PathLike, kind: str) -> tuple[TaskCodecBase, dict]:
-    return codec_from_export(read_export(path), kind, str(path))
+    return codec_from_export(read_export(path), kind)
 
 
-def codec_from_export(blob: dict, kind: str, where: str = "the export") -> tuple[TaskCodecBase, dict]:
+def codec_from_export(blob: dict, kind: str) -> tuple[TaskCodecBase, dict]:
     """``(codec, meta)`` of an export already read with :func:`read_export` (one read, many uses)."""
-    path = where
+    path = blob.get(SOURCE_KEY, "the export")
     if blob["kind"] != kind:
         raise CheckpointError(f"{path} is a {blob['kind']} file, but a {kind} file is needed here")
     codec = _build(blob["family"], blob["config"], str(path))
