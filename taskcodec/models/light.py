@@ -31,7 +31,7 @@ from taskcodec.models.base import TaskCodecBase
 from taskcodec.models.classifier import Normalize, check_reference_fits, create_timm
 from taskcodec.models.entropy import build_entropy
 from taskcodec.models.registry import register_codec
-from taskcodec.models.split import _HEAD_NAMES, TimmTail, _resolve_split, _stages
+from taskcodec.models.split import TimmTail, split_stages
 
 
 def _act(kind: str, channels: int, inverse: bool = False) -> nn.Module:
@@ -40,14 +40,6 @@ def _act(kind: str, channels: int, inverse: bool = False) -> nn.Module:
     if kind == "relu":
         return nn.ReLU(inplace=True)
     raise ConfigError(f"light codec act must be 'gdn' or 'relu', got {kind!r}")
-
-
-def _tail_stage_names(net: nn.Module, split: str | int, classifier: str) -> tuple[dict, list[str], list[str]]:
-    """(the split stage's feature_info, the stages up to it, the stages after it, head excluded)."""
-    stage = _resolve_split(net, split, classifier)
-    items = _stages(net, stage["module"])
-    cut = [n for n, _ in items].index(stage["module"]) + 1
-    return stage, [n for n, _ in items[:cut]], [n for n, _ in items[cut:] if n not in _HEAD_NAMES]
 
 
 class FeatureTail(TimmTail):
@@ -92,7 +84,8 @@ class LightClientCodec(TaskCodecBase):
         super().__init__(dict(classifier=classifier, num_classes=num_classes, split=split, channels=channels, M=M,
                               kernel=kernel, act=act, N=N, entropy=entropy, z_channels=z_channels, z_stages=z_stages))  # fmt: skip
         net = create_timm(classifier, pretrained=False, num_classes=num_classes).eval()
-        stage, front, tail_names = _tail_stage_names(net, split, classifier)
+        stage, front_stages, tail_names = split_stages(net, split, classifier)
+        front = [n for n, _ in front_stages]
         C, R = int(stage["num_chs"]), int(stage["reduction"])
         S = 2 ** len(channels)
         N = int(N or C)
@@ -158,8 +151,8 @@ class FeatureTeacher(nn.Module):
         super().__init__()
         self.classifier = classifier  # an ImageClassifier: normalisation inside
         model = classifier.model
-        _, front, tail = _tail_stage_names(model, codec.config["split"], codec.config["classifier"])
-        self.front, self.tail = front, tail
+        _, front, tail = split_stages(model, codec.config["split"], codec.config["classifier"])
+        self.front, self.tail = [n for n, _ in front], tail
         self.stages = codec.feature_stages
 
     @torch.no_grad()

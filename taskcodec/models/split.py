@@ -53,6 +53,14 @@ def _resolve_split(model: nn.Module, split: str | int, name: str) -> dict:
     raise ConfigError(f"split {split!r} is not a stage of {name!r}; choose one of {names} (or an index)")
 
 
+def split_stages(net: nn.Module, split: str | int, name: str) -> tuple[dict, list[tuple[str, nn.Module]], list[str]]:
+    """(the split stage's feature_info, the ``(name, module)`` stages up to it, the names of those after it, head excluded)."""
+    stage = _resolve_split(net, split, name)
+    items = _stages(net, stage["module"])
+    cut = [n for n, _ in items].index(stage["module"]) + 1
+    return stage, items[:cut], [n for n, _ in items[cut:] if n not in _HEAD_NAMES]
+
+
 class LinearProbe(nn.Module):
     """The cheapest server: global-average-pool the decoded latent, then one linear layer."""
 
@@ -108,11 +116,7 @@ class SplitCodec(TaskCodecBase):
                               downsample=downsample, entropy=entropy, z_channels=z_channels)
                          | ({"server": server} if server != "tail" else {}))  # fmt: skip  (old ids unchanged)
         net = create_timm(classifier, pretrained=False, num_classes=num_classes).eval()
-        stage = _resolve_split(net, split, classifier)
-        items = _stages(net, stage["module"])
-        cut = [n for n, _ in items].index(stage["module"]) + 1
-        front = items[:cut]
-        tail_names = [n for n, _ in items[cut:] if n not in _HEAD_NAMES]
+        stage, front, tail_names = split_stages(net, split, classifier)
         C, N = int(stage["num_chs"]), int(N or stage["num_chs"])
         self._check_sequential(net, front, tail_names, int(stage["reduction"]), classifier)
 
