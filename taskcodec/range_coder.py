@@ -17,8 +17,11 @@ never loops unboundedly: corrupt input decodes to wrong symbols or raises :class
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
 from collections.abc import Sequence
+
+import numpy as np
 
 from taskcodec.errors import BitstreamError
 
@@ -199,8 +202,6 @@ class CdfTables:
     """An entropy model's quantised CDF tables, as the Python coder (lists) and the kernels (arrays) want them."""
 
     def __init__(self, cdfs, cdf_lengths, offsets) -> None:
-        import numpy as np
-
         self.cdfs = np.ascontiguousarray(np.asarray(cdfs, dtype=np.int32))
         self.cdf_lengths = np.ascontiguousarray(np.asarray(cdf_lengths, dtype=np.int64).reshape(-1))
         self.offsets = np.ascontiguousarray(np.asarray(offsets, dtype=np.int64).reshape(-1))
@@ -224,8 +225,6 @@ class CdfTables:
 
 def compiled_available() -> bool:
     """Whether the numba kernels can be used (``TASKCODEC_CODER=python`` forces the Python coder)."""
-    import os
-
     if os.environ.get("TASKCODEC_CODER", "auto") == "python":
         return False
     try:
@@ -243,8 +242,6 @@ class BatchEncoder:
     """
 
     def __init__(self, batch: int, compiled: bool | None = None) -> None:
-        import numpy as np
-
         self.compiled = compiled_available() if compiled is None else compiled
         self.batch = batch
         if self.compiled:
@@ -257,8 +254,6 @@ class BatchEncoder:
 
     def encode(self, symbols, indexes, tables: CdfTables) -> None:
         """``symbols`` and ``indexes``: integer arrays ``[batch, n]``."""
-        import numpy as np
-
         symbols = np.ascontiguousarray(symbols, dtype=np.int64).reshape(self.batch, -1)
         indexes = np.ascontiguousarray(indexes, dtype=np.int64).reshape(self.batch, -1)
         if symbols.shape != indexes.shape:
@@ -291,8 +286,6 @@ class BatchDecoder:
     """Reads the streams of :class:`BatchEncoder` back, segment by segment; same choice of path."""
 
     def __init__(self, payloads: Sequence[bytes], compiled: bool | None = None) -> None:
-        import numpy as np
-
         self.compiled = compiled_available() if compiled is None else compiled
         self.batch = len(payloads)
         if self.compiled:
@@ -316,8 +309,6 @@ class BatchDecoder:
 
     def decode(self, indexes, tables: CdfTables):
         """The next symbols of every stream: int64 array shaped like ``indexes`` (``[batch, n]``)."""
-        import numpy as np
-
         indexes = np.ascontiguousarray(indexes, dtype=np.int64).reshape(self.batch, -1)
         tables.check_indexes(indexes)
         if not self.compiled:
