@@ -16,9 +16,7 @@ Writes ``bit_allocation.json`` (stats, checks, per-image shares), ``bitmap_grid.
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ from taskcodec.analysis.bits import (  # noqa: E402
 from taskcodec.baselines import JPEG  # noqa: E402
 from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_encoder  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def shares(maps, boxes) -> dict:
@@ -125,16 +124,14 @@ def jpeg(q: int, images: np.ndarray) -> tuple[str, list, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
+    ap = bench_parser(__doc__, out="results/bit_allocation_10cls")
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--encoder", action="append", default=[], help="encoder-<id>.pt (repeatable)")
     ap.add_argument("--jpeg-qualities", type=int, nargs="*", default=[10, 30, 90])
     ap.add_argument("--grid-images", type=int, default=6)
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--out", default="results/bit_allocation_10cls")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    start_bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -177,17 +174,8 @@ def main() -> None:
     summary = {"n_images": len(images), "mean_box_area_share": float(np.mean(area)),
                "box_area_share": [round(a, 5) for a in area], "codecs": results}  # fmt: skip
     (out / "bit_allocation.json").write_text(json.dumps(summary, indent=1))
-    rev = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-    )
-    prov = {"command": "python " + " ".join(sys.argv), "git_revision": rev, "git_dirty": dirty,
-            "torch_threads": torch.get_num_threads(), "data": args.data, "num_classes": args.num_classes}  # fmt: skip
-    (out / "provenance.json").write_text(json.dumps(prov, indent=1))
+    write_provenance(out / "provenance.json", torch_threads=torch.get_num_threads(), data=args.data,
+                     num_classes=args.num_classes)  # fmt: skip
     print(f"wrote {out}/bit_allocation.json, bitmap_grid.png, provenance.json")
 
 

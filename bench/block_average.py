@@ -1,6 +1,6 @@
 """Does a per-block variance side channel earn its bytes? Block averages with and without it.
 
-    python bench/block_average.py --classifier-ckpt logs/reference/10cls/checkpoints/epoch_014.ckpt \
+    python bench/block_average.py --classifier-ckpt logs/reference/10cls/checkpoints/best.ckpt \
         --out results/block_average_10cls
 
 Rows (same reference classifier and the same 500 test images as results/split_10cls, so the tables
@@ -15,14 +15,12 @@ the same images) and provenance.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,7 +30,7 @@ from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import add_paired, evaluate_baseline, plot_rate_accuracy, write_table  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 SMALL = [("png", None), ("webp_lossless", None), ("webp", 50), ("jpeg", 50)]
 
@@ -49,13 +47,13 @@ def settings() -> list[tuple[str, object]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(
+        __doc__, out="results/block_average_10cls", threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
+    )
     p.add_argument("--classifier-ckpt", required=True)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--out", default="results/block_average_10cls")
     args = p.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    start_bench(args)
     out = Path(args.out)
     dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
     dm.setup("test")
@@ -96,7 +94,7 @@ def main() -> None:
                 "paired_diff_side_minus_plain": d["diff"], "paired_ci95": d["bootstrap_ci95"],
             })  # fmt: skip
     (out / "side_channel.json").write_text(json.dumps(summary, indent=1))
-    (out / "provenance.json").write_text(json.dumps(run_provenance(args=vars(args)), indent=1))
+    write_provenance(out / "provenance.json", args=vars(args))
     for s in summary:
         print(
             f"k={s['k']} {s['small']:>13}: +{s['side_bytes']:6.1f} B side, top-1 {s['top1_plain']:.3f} -> "

@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from taskcodec.cost import macs  # noqa: E402
 from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import ImageClassifier  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def flops(fn, *args) -> int:
@@ -79,15 +79,19 @@ def measure(d: Path, batches: list, one, args: argparse.Namespace, base: dict, r
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # torch's own default thread count, as before the shared parser: the timings are of the whole machine
+    p = bench_parser(
+        __doc__,
+        out=str(ROOT / "results" / "split_10cls" / "client_cost.json"),
+        threads=torch.get_num_threads(),
+    )
     p.add_argument("exports", nargs="+", help="export folders (or run folders holding export/)")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--jpeg-quality", type=int, default=30)
-    p.add_argument("--out", default=str(ROOT / "results" / "split_10cls" / "client_cost.json"))
     args = p.parse_args()
+    start_bench(args)
 
     dm = TinyImageNetDataModule(root=args.data, num_classes=10, num_workers=0)
     dm.setup("test")
@@ -124,11 +128,8 @@ def main() -> None:
         "reference_params": sum(p.numel() for p in reference.parameters()),
     }
     rows = [measure(Path(d), batches, one, args, base, ref_flops) for d in args.exports]
-    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"command": " ".join(["python", *sys.argv]), "git_revision": git, "threads": torch.get_num_threads(),
-              "images": len(images), "batch": args.batch, "baseline": base, "codecs": rows}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_provenance(args.out, threads=torch.get_num_threads(), images=len(images), batch=args.batch,
+                     baseline=base, codecs=rows)  # fmt: skip
     print(json.dumps(base, indent=1))
 
 

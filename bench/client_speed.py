@@ -18,7 +18,6 @@ on the machine and its load; the ratios, measured side by side, are the result.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -44,7 +43,7 @@ from taskcodec.cost import (  # noqa: E402
 from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def entropy_stage_only(encoder, images: np.ndarray, compiled: bool, repeats: int) -> float:
@@ -97,18 +96,20 @@ def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: di
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("exports", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     ap.add_argument("--num-classes", type=int, default=10)
-    ap.add_argument("--reference", default=None, help="reference checkpoint (default: logs/reference/<n>cls best)")
+    ap.add_argument(
+        "--reference",
+        default=None,
+        help="reference checkpoint (default: logs/reference/<n>cls/checkpoints/best.ckpt)",
+    )
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jpeg-quality", type=int, default=30)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    ref_path = args.reference or str(sorted((ROOT / f"logs/reference/{args.num_classes}cls/checkpoints").glob("epoch_*.ckpt"))[0])
+    start_bench(args)
+    ref_path = args.reference or str(ROOT / f"logs/reference/{args.num_classes}cls/checkpoints/best.ckpt")
     dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
     dm.setup("test")
     images = dm.test_set.images
@@ -131,8 +132,7 @@ def main() -> None:
     }  # fmt: skip
     print(json.dumps(base))
     rows = [measure(e, images, reference, ref_macs, base, args) for e in args.exports if e.is_dir()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(run_provenance() | {"baseline": base, "codecs": rows}, indent=1))
+    write_provenance(args.out, baseline=base, codecs=rows)
 
 
 if __name__ == "__main__":

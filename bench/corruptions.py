@@ -11,17 +11,15 @@ first 10 classes, every pipeline classifies the *same* corrupted images:
 Rows give top-1, the paired difference from ``raw`` on the same images, the paired difference
 of each learned codec from JPEG, and the byte distribution (mean, p50, p99, max).
 
-    python bench/corruptions.py --classifier-ckpt logs/reference/10cls/checkpoints/epoch_014.ckpt \
+    python bench/corruptions.py --classifier-ckpt logs/reference/10cls/checkpoints/best.ckpt \
         --codec hyperprior=logs/split_sweep/10cls/layer4_hyper_hi/0/export \
         --codec factorized=logs/split_sweep/10cls/layer4_hi/0/export --out results/corruptions_10cls
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import classify, code_and_classify, to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def byte_stats(sizes: list[int]) -> dict:
@@ -57,17 +56,15 @@ def run_codec(encoder, decoder, images: np.ndarray, batch: int = 250) -> tuple[l
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, threads=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--classifier-ckpt", required=True)
     p.add_argument("--codec", action="append", required=True, help="NAME=EXPORT_DIR (encoder-*.pt + decoder-*.pt)")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--jpeg-quality", type=int, default=30, help="JPEG's parity quality on clean images")
     p.add_argument("--severities", default=",".join(map(str, SEVERITIES)))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
     args = p.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    start_bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -111,13 +108,9 @@ def main() -> None:
     (out / "bytes_per_image.json").write_text(json.dumps(per_image_bytes))
     write_csv(rows, out / "corruptions.csv")
     plot(rows, per_image_bytes, out, args.jpeg_quality)
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    (out / "provenance.json").write_text(json.dumps({
-        "command": " ".join(["python", *sys.argv]), "git_revision": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "images": len(labels),
-        "codecs": {k: v[2] for k, v in codecs.items()}, "corruption_package": "imagecorruptions 1.1.2",
-        "threads": torch.get_num_threads(), "seconds": elapsed,
-    }, indent=1))  # fmt: skip
+    write_provenance(out / "provenance.json", images=len(labels), codecs={k: v[2] for k, v in codecs.items()},
+                     corruption_package="imagecorruptions 1.1.2", threads=torch.get_num_threads(),
+                     seconds=elapsed)  # fmt: skip
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -12,7 +12,6 @@ client quantised (the server read other symbols than were sent), or that fail to
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,16 +29,15 @@ from taskcodec.errors import TaskcodecError  # noqa: E402
 from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.onnx_export import export_onnx_client  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("export", type=Path, help="a folder holding encoder-<id>.pt and decoder-<id>.pt")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     ap.add_argument("--num-classes", type=int, default=10)
     args = ap.parse_args()
+    start_bench(args)
     enc_path = sorted(args.export.glob("encoder-*.pt"))[0]
     encoder, meta = load_encoder(enc_path)
     decoder, _ = load_decoder(enc_path.with_name(enc_path.name.replace("encoder-", "decoder-")))
@@ -47,7 +45,6 @@ def main() -> None:
     dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
     dm.setup("test")
     images = dm.test_set.images
-    torch.set_num_threads(1)
     with torch.no_grad():
         torch_records = [r for i in range(0, len(images), 250) for r in encoder.encode(to_tensor(images[i : i + 250]))]
         torch_labels = torch.cat([decoder.decode(torch_records[i : i + 250])["logits"].argmax(1)
@@ -89,9 +86,9 @@ def main() -> None:
                 "sizes_ok": all(unpack_record(r)[:2] == tuple(images.shape[1:3]) for r in records),
             })  # fmt: skip
             print(json.dumps(rows[-1]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(run_provenance(export=str(enc_path), codec_id=meta["codec_id"],
-                                                  onnx=str(onnx_path), settings=rows), indent=1))  # fmt: skip
+    write_provenance(
+        args.out, export=str(enc_path), codec_id=meta["codec_id"], onnx=str(onnx_path), settings=rows
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Frequency sensitivity of the reference classifier and of a learned codec, and JPEG tables from it.
 
-    python bench/frequency_sensitivity.py --classifier-ckpt logs/reference/10cls/checkpoints/epoch_014.ckpt \
+    python bench/frequency_sensitivity.py --classifier-ckpt logs/reference/10cls/checkpoints/best.ckpt \
         --encoder logs/split_sweep/10cls/layer4_hyper_hi/0/export/encoder-68b26df7fb00ad2a.pt \
         --decoder logs/split_sweep/10cls/layer4_hyper_hi/0/export/decoder-68b26df7fb00ad2a.pt \
         --out results/frequency_10cls [--n-images 100] [--codec-n-images 50]
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,7 +49,7 @@ from taskcodec.evaluation import (  # noqa: E402
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
 
 TABLES = {"qtables.json": 1.0, "qtables_gamma0.5.json": 0.5}
 
@@ -103,13 +102,13 @@ def map_agreement(a: dict, b: dict, metric: str = "mean_l1") -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(
+        __doc__, out="results/frequency_10cls", threads=int(os.environ.get("OMP_NUM_THREADS", "1"))
+    )
     p.add_argument("--classifier-ckpt", required=True)
     p.add_argument("--encoder")
     p.add_argument("--decoder")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--out", default="results/frequency_10cls")
     p.add_argument("--n-images", type=int, default=100, help="sample for the 192-perturbation sweeps")
     p.add_argument(
         "--delta", type=float, default=128.0, help="coefficient change, orthonormal DCT, 0..255 units"
@@ -124,7 +123,7 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--no-rate", action="store_true", help="stop after the maps (no tables, no rate-accuracy)")
     args = p.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    start_bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -43,6 +43,7 @@ from taskcodec.bitstream import unpack_record  # noqa: E402
 from taskcodec.datasets import tiny_imagenet_split  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.pack import read_manifest, read_shard, shard_paths  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
 
 EXPORT = ROOT / "logs" / "split_sweep" / "10cls" / "layer4" / "3" / "export"
 
@@ -129,21 +130,12 @@ def train_server(args: argparse.Namespace, datamodule: pl.LightningDataModule) -
     return float(trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/acc"]), seconds
 
 
-def git_revision() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, out=str(ROOT / "results" / "packed_10cls"))
     p.add_argument("--encoder", default=one("encoder-*.pt"), help=f"default: {EXPORT}/encoder-*.pt")
     p.add_argument("--decoder", default=one("decoder-*.pt"), help=f"default: {EXPORT}/decoder-*.pt")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--packs", default=str(ROOT / "logs" / "packs" / "packed_10cls"), help="scratch folder for the packs")
-    p.add_argument("--out", default=str(ROOT / "results" / "packed_10cls"))
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -151,16 +143,15 @@ def main() -> None:
     args = p.parse_args()
     if not (args.encoder and args.decoder):
         p.error(f"no single encoder-*.pt/decoder-*.pt pair in {EXPORT}; pass --encoder and --decoder")
-    torch.set_num_threads(1)
+    start_bench(args)
     encoder, meta = load_encoder(args.encoder)
-    result: dict = {
-        "command": " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python bench/packed_10cls.py", *sys.argv[1:]]),
-        "git_revision": git_revision(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1",
-        "encoder": os.path.relpath(args.encoder, ROOT), "decoder": os.path.relpath(args.decoder, ROOT),
-        "codec_id": meta["codec_id"], "codec": {"family": meta["family"], **encoder.config},
-        "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                     "optimizer": "AdamW, weight decay 1e-4, 0.3-epoch warm-up then cosine", "reset": "all"},
-    }  # fmt: skip
+    result: dict = run_provenance(
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        encoder=os.path.relpath(args.encoder, ROOT), decoder=os.path.relpath(args.decoder, ROOT),
+        codec_id=meta["codec_id"], codec={"family": meta["family"], **encoder.config},
+        settings={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                  "optimizer": "AdamW, weight decay 1e-4, 0.3-epoch warm-up then cosine", "reset": "all"},
+    )  # fmt: skip
     folders = {}
     for split in ("train", "val"):
         folders[split], result[f"pack_{split}"] = pack_split(args, split, meta["codec_id"])
@@ -213,7 +204,7 @@ def readme(r: dict) -> str:
     same = all(r[f"latents_{s}"]["identical"] for s in ("train", "val"))
     return f"""# Packed latents train the server as well as in-memory latents (10 classes)
 
-Made by `{r['command']}` at git `{r['git_revision']}`; full numbers in `result.json`.
+Made by `{r['command']}` at git `{r['git_revision']}{'+dirty' if r['git_dirty'] else ''}`; full numbers in `result.json`.
 Codec: `{r['encoder']}` (split family, {r['codec']['classifier']} cut after {r['codec']['split']},
 M={r['codec']['M']}, model id {r['codec_id']}). Packs: `{tr['command']}` and the same with `--split val`.
 

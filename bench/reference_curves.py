@@ -11,7 +11,6 @@ still training is reported as such, with its curve so far.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def read_run(run: Path) -> dict:
@@ -82,19 +81,20 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__, threads=None, data=False)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    start_bench(args)
+    out = Path(args.out)
     runs = [read_run(r) for r in args.runs if r.is_dir()]
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for r in args.runs:  # each run's resolved Hydra config beside its curve
         cfg = r / ".hydra" / "config.yaml"
         if cfg.is_file():
-            (args.out / f"{r.name}.config.yaml").write_text(cfg.read_text())
-    (args.out / "curves.json").write_text(json.dumps(runs, indent=1))
-    plot(runs, args.out / "curves.png")
-    (args.out / "provenance.json").write_text(json.dumps(run_provenance(), indent=1))
+            (out / f"{r.name}.config.yaml").write_text(cfg.read_text())
+    (out / "curves.json").write_text(json.dumps(runs, indent=1))
+    plot(runs, out / "curves.png")
+    write_provenance(out / "provenance.json")
     for r in runs:
         print(json.dumps({k: v for k, v in r.items() if k != "curve"}))
 

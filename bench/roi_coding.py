@@ -1,6 +1,6 @@
 """ROI coding: keep the salient cells at JPEG quality, flatten or blur the rest, one plain JPEG per image.
 
-    python bench/roi_coding.py --classifier-ckpt logs/reference/10cls/checkpoints/epoch_014.ckpt \\
+    python bench/roi_coding.py --classifier-ckpt logs/reference/10cls/checkpoints/best.ckpt \\
         --encoder ENCODER.pt [--encoder ...] [--out results/roi_10cls]
 
 On the official-val images of the first ``--num-classes`` classes of tiny-imagenet-100, every
@@ -9,7 +9,7 @@ plain JPEG go through ``evaluate_baseline`` (real files, real decoder, reference
 the usual rate-accuracy table with paired differences (``rate_accuracy.csv/.json``, plot).
 
 ``costs.json`` gives what each saliency source costs the encoder (ms/image of ``saliency`` +
-mask, on ``torch.set_num_threads(1)``), against plain JPEG encode (Pillow save, same options)
+mask, on ``--threads`` torch threads, 1 by default), against plain JPEG encode (Pillow save, same options)
 measured in the same run, and how much of each source's mask falls inside the object box
 (share of mask pixels in the box / box area share; 1 = no better than chance).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from taskcodec.analysis.bits import box_share, box_share_stats  # noqa: E402
 from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.evaluation import add_paired, evaluate_baseline, plot_rate_accuracy, write_table  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def sources(args: argparse.Namespace) -> list[dict]:
@@ -91,8 +91,7 @@ def costs(args: argparse.Namespace, images: np.ndarray, boxes: np.ndarray) -> di
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
+    ap = bench_parser(__doc__, out="results/roi_10cls")
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--classifier-ckpt", required=True)
     ap.add_argument("--encoder", action="append", default=[], help="encoder-<id>.pt for the bitmap source (repeatable)")
@@ -102,9 +101,8 @@ def main() -> None:
     ap.add_argument("--jpeg-qualities", type=int, nargs="+", default=[5, 10, 20, 30, 50])
     ap.add_argument("--timing-images", type=int, default=200)
     ap.add_argument("--limit", type=int, default=None, help="first N images only (quick checks)")
-    ap.add_argument("--out", default="results/roi_10cls")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    start_bench(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -134,11 +132,8 @@ def main() -> None:
         for r in rows if r["codec"] != "roi_jpeg" or f"q={args.quality}," in r["setting"]
     ]  # fmt: skip
     plot_rate_accuracy(plot_rows, out / "rate_accuracy.png", f"ROI JPEG (q={args.quality} inside), {n} val images")
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout.strip())
-    prov = {"command": "python " + " ".join(sys.argv), "git_revision": rev, "git_dirty": dirty,
-            "torch_threads": torch.get_num_threads(), "data": args.data, "num_classes": args.num_classes, "n_images": n}  # fmt: skip
-    (out / "provenance.json").write_text(json.dumps(prov, indent=1))
+    write_provenance(out / "provenance.json", torch_threads=torch.get_num_threads(), data=args.data,
+                     num_classes=args.num_classes, n_images=n)  # fmt: skip
     print(f"wrote {out}/rate_accuracy.csv/.json/.png, costs.json, provenance.json")
 
 

@@ -12,7 +12,6 @@ label that the same model gives offline, or the run fails.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -33,7 +32,7 @@ from taskcodec.cost import jpeg_files  # noqa: E402
 from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 from taskcodec.serve import Batcher, create_app, serve_in_thread  # noqa: E402
 
 
@@ -96,20 +95,17 @@ async def load(url: str, bodies: list[bytes], expected: list[int], concurrency: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__, threads=2)
     ap.add_argument("--decoder", required=True)
     ap.add_argument("--encoder", required=True)
     ap.add_argument("--reference", required=True)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--batch-timeout-ms", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    start_bench(args)
     from datamodules.tiny_imagenet import TinyImageNetDataModule
 
     dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
@@ -139,11 +135,11 @@ def main() -> None:
         stop()
         print(name, json.dumps(results[name]))
     lost = sum(r["failed"] + r["wrong_labels"] for v in results.values() for r in v["runs"])
-    out = run_provenance(torch_threads=args.threads, images=len(images)) | {"servers": results, "lost_or_wrong": lost}
     for c_run, j_run in zip(results["taskcodec"]["runs"], results["jpeg_q30+reference"]["runs"], strict=True):
         c_run["throughput_vs_jpeg_server"] = c_run["requests_per_s"] / j_run["requests_per_s"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    write_provenance(
+        args.out, torch_threads=args.threads, images=len(images), servers=results, lost_or_wrong=lost
+    )
     if lost:
         raise SystemExit(f"{lost} requests lost or answered with the wrong label")
 

@@ -18,7 +18,6 @@ Writes result.json, storage_budget.png and provenance.json to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -33,15 +32,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
-
-from train_test_grid import provenance  # noqa: E402
 
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import evaluate_baseline  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 
 def png_bytes(image: np.ndarray) -> int:
@@ -138,8 +135,7 @@ def plot(points: list[dict], path: Path, title: str) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/tiny-imagenet-100.zip"))
+    p = bench_parser(__doc__, out="results/storage_budget_10cls")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument(
         "--holdout-per-class", type=int, default=50, help="kept out of training, as everywhere else"
@@ -158,11 +154,9 @@ def main() -> None:
         "--warmup-steps", type=int, default=18, help="linear warm-up steps (1/6 of 108), then cosine to zero"
     )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="results/storage_budget_10cls")
     p.add_argument("--replot", action="store_true", help="only redraw the PNG from --out's result.json")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    start_bench(args)
     if args.replot:
         result = json.loads((Path(args.out) / "result.json").read_text())
         plot(result["points"], Path(args.out) / "storage_budget.png", title(result, args.num_classes))
@@ -227,7 +221,7 @@ def main() -> None:
     }  # fmt: skip
     (out / "result.json").write_text(json.dumps(result, indent=1))
     plot(points, out / "storage_budget.png", title(result, args.num_classes))
-    (out / "provenance.json").write_text(json.dumps(provenance(args), indent=1))
+    write_provenance(out / "provenance.json", args=vars(args), torch_threads=torch.get_num_threads())
     print(json.dumps(result, indent=1))
 
 

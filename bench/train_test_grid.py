@@ -41,7 +41,7 @@ from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import COLUMNS, add_paired, evaluate_baseline, headline  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
 from taskcodec.models.classifier import reference_id  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 REFERENCE = "reference"  # the training "setting" of the untouched reference checkpoint
 CELL_KEYS = [
@@ -172,11 +172,6 @@ def plot_grid(cells: list[dict], trains: list[str], tests: list[str], path: Path
     return path
 
 
-def provenance(args: argparse.Namespace) -> dict:
-    """Command, git revision, dirty flag and arguments of a bench run."""
-    return run_provenance(args=vars(args), torch_threads=torch.get_num_threads())
-
-
 def write_outputs(
     cells: list[dict], trains: list[str], tests: list[str], families: dict, out: Path, meta: dict
 ) -> dict:
@@ -227,17 +222,14 @@ def fair_peer_headline(table: Path, rows_file: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/tiny-imagenet-100.zip"))
-    p.add_argument("--ckpt", default="logs/reference/10cls/checkpoints/epoch_014.ckpt")
+    p = bench_parser(__doc__, out="results/train_test_grid_10cls")
+    p.add_argument("--ckpt", default="logs/reference/10cls/checkpoints/best.ckpt")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--qualities", type=int, nargs="+", default=[5, 10, 20, 50, 90])
     p.add_argument("--factor", type=int, default=2, help="downsample factor of the second grid")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="results/train_test_grid_10cls")
     p.add_argument(
         "--table", default="results/split_10cls", help="evaluate.py output for headline_fair_peer.json"
     )
@@ -245,7 +237,7 @@ def main() -> None:
         "--peer-only", action="store_true", help="only (re)write headline_fair_peer.json from --out's rows"
     )
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    start_bench(args)
     out, table = Path(args.out), Path(args.table)
     if not args.peer_only:
         run_and_write(args)
@@ -283,7 +275,9 @@ def run_and_write(args: argparse.Namespace) -> None:
         "reference_id": reference_id(args.ckpt),
     }  # fmt: skip
     summary = write_outputs(cells, [REFERENCE, *names], names, families, Path(args.out), meta)
-    (Path(args.out) / "provenance.json").write_text(json.dumps(provenance(args), indent=1))
+    write_provenance(
+        Path(args.out) / "provenance.json", args=vars(args), torch_threads=torch.get_num_threads()
+    )
     print(json.dumps(summary["best_cell_by_holdout"], indent=1))
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from datamodules.tiny_imagenet import TinyImageNetDataModule  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.models.classifier import load_image_classifier  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
 
 
 @torch.no_grad()
@@ -55,13 +55,19 @@ def train_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip"))
-    p.add_argument("--reference-a", default="logs/transfer/reference_a/checkpoints/epoch_004.ckpt")
-    p.add_argument("--table", default="results/transfer_50cls")
+    # torch's own default thread count, as before the shared parser (the script is run with OMP_NUM_THREADS=2)
+    p = bench_parser(__doc__, out="results/transfer_50cls", threads=torch.get_num_threads())
+    p.add_argument(
+        "--table",
+        dest="out",
+        default=argparse.SUPPRESS,
+        help="the same as --out: the table folder read and written",
+    )
+    p.add_argument("--reference-a", default="logs/transfer/reference_a/checkpoints/best.ckpt")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    start_bench(args)
     t0 = time.perf_counter()
     dm = TinyImageNetDataModule(root=args.data, num_classes=50, first_class=50, holdout_per_class=50, num_workers=0)
     dm.setup("fit")
@@ -74,7 +80,7 @@ def main() -> None:
     with torch.no_grad():
         correct = (fc(x_test).argmax(1) == torch.as_tensor(np.asarray(dm.test_set.labels))).tolist()
 
-    table = Path(args.table)
+    table = Path(args.out)
     per_image = json.loads((table / "rate_accuracy_per_image.json").read_text())
     def bits(key: str) -> list[bool]:
         return [c == "1" for c in per_image[key]]

@@ -1,12 +1,22 @@
-"""Where a result came from: the command that ran, the git revision and whether tracked files were edited."""
+"""Where a result came from, and the arguments every study script shares.
+
+The bench/ scripts are stages of one study pipeline; they share the data default, the thread setting
+and the provenance record here, so a results folder always says which command and revision made it.
+Plain Python: importing it does not import torch, so reading arguments and writing a record stay cheap.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+THREADS_HELP = "torch threads; the ratios, not the absolute speeds, are the result"
 
 
 def _git(*args: str) -> str:
@@ -25,3 +35,74 @@ def run_provenance(**extra) -> dict:
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         **extra,
     }
+
+
+def write_provenance(path: str | os.PathLike, **extra) -> dict:
+    """Write :func:`run_provenance` as JSON to ``path`` and return it.
+
+    The file is written to a temporary name beside ``path`` and then renamed, so an interrupted run
+    never leaves a half-written record that looks like a finished one. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = run_provenance(**extra)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return record
+
+
+def default_data() -> str:
+    """The Tiny ImageNet zip the studies read: ``$TASKCODEC_DATA``, else the shared copy beside the checkout.
+
+    One default for every script, so moving the data means setting one variable, not editing each script.
+    """
+    return os.environ.get("TASKCODEC_DATA") or str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip")
+
+
+def bench_parser(
+    doc: str | None, *, out: str | None = None, threads: int | None = 1, data: bool = True
+) -> argparse.ArgumentParser:
+    """A parser with the flags every study script shares: ``--out``, ``--data`` and ``--threads``.
+
+    Args:
+        doc: the script's docstring, shown verbatim by ``--help`` (it says what the study measures).
+        out: default results folder or file; ``None`` makes ``--out`` required.
+        threads: default torch thread count (a script timed on one core keeps 1); ``None`` for a script
+            that runs no torch work, so it has no ``--threads`` flag that would do nothing.
+        data: whether the script reads the dataset (adds ``--data``).
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if out is None:
+        parser.add_argument("--out", required=True, help="results folder or file")
+    else:
+        parser.add_argument("--out", default=out, help="results folder or file (default: %(default)s)")
+    if data:
+        parser.add_argument(
+            "--data",
+            default=default_data(),
+            help="dataset zip; $TASKCODEC_DATA sets the default (%(default)s)",
+        )
+    if threads is not None:
+        parser.add_argument(
+            "--threads", type=int, default=threads, help=f"{THREADS_HELP} (default: %(default)s)"
+        )
+    return parser
+
+
+def start_bench(args: argparse.Namespace) -> None:
+    """Apply the shared flags before any work: torch's thread count from ``--threads``, when there is one.
+
+    torch is imported here, not at module level, so this module stays importable without it, and a
+    parser built with ``threads=None`` does not import it at all.
+    """
+    if getattr(args, "threads", None) is None:
+        return
+    import torch
+
+    torch.set_num_threads(args.threads)
