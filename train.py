@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
 from lightning_modules.joint import JointCodecModule  # noqa: E402
+from lightning_modules.run_dir import finish_run, resume_point  # noqa: E402
 from taskcodec.cost import classifier_macs, client_macs, encode_throughput, single_thread  # noqa: E402
 from taskcodec.curves import bytes_at_accuracy, paired_difference  # noqa: E402
 from taskcodec.errors import ConfigError, TaskcodecError  # noqa: E402
@@ -100,16 +101,19 @@ def check_run_config(cfg: DictConfig) -> None:
         if missing:
             raise ConfigError(f"reference_table={table} is not an evaluate.py rate_accuracy.csv (no {sorted(missing)} "
                               "columns); point it at one, or set reference_table=null")  # fmt: skip
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path={ckpt} does not exist; give the run's checkpoints/last.ckpt to resume, or null")
 
 
 def train(cfg: DictConfig) -> dict:
     """Fit, test and export; returns the test metrics (and export paths) for callers and tests."""
     check_run_config(cfg)
+    started = time.perf_counter()
+    out_dir = Path(cfg.paths.output_dir)
+    ckpt_path, finished = resume_point(out_dir, cfg.get("ckpt_path"), bool(cfg.get("resume")))
+    if finished is not None:
+        print(f"{out_dir} holds a finished run (result.json): nothing to resume")
+        return finished
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.get("ckpt_path") and cfg.get("logger") and cfg.logger.get("csv") and not cfg.logger.csv.get("version"):
+    if ckpt_path and cfg.get("logger") and cfg.logger.get("csv") and not cfg.logger.csv.get("version"):
         # a resumed run logs into its own CSV folder: the CSV logger empties the folder it writes to, and
         # the earlier sessions' metrics.csv must survive for the learning curve (csv/**/metrics.csv)
         with open_dict(cfg):
@@ -121,8 +125,7 @@ def train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    out_dir = Path(cfg.paths.output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     final = out_dir / "checkpoints" / "final.ckpt"
     trainer.save_checkpoint(final)  # also under fast_dev_run, where callbacks save nothing
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -151,6 +154,10 @@ def train(cfg: DictConfig) -> dict:
                 lines.append("reference_table=null: no paired difference and no JPEG ratio")
             lines.append(client_cost_line(model, datamodule))
         print("\n".join(["", "== taskcodec result (official val split) ==", *lines, f"outputs: {out_dir}"]))
+        result["summary"] = lines
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)  # this invocation (a resumed run: this session)
+    if trainer.is_global_zero:
+        result = finish_run(out_dir, result["best_ckpt"], result)
     return result
 
 

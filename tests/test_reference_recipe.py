@@ -49,8 +49,8 @@ def test_mixup_cutmix_policy_and_jpeg_train_and_the_clock_resumes(tmp_path) -> N
     ckpt = torch.load(first["final_ckpt"], weights_only=False)
     clock = next(v for k, v in ckpt["callbacks"].items() if "EpochClock" in k)
     assert clock["elapsed"] > 0
-    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    train(compose_cfg("train.yaml", [*common, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "a"))
+    final = tmp_path / "a" / "checkpoints" / "final.ckpt"  # a finished run goes on from its full final state
+    train(compose_cfg("train.yaml", [*common, "trainer.max_epochs=2", f"ckpt_path={final}"], tmp_path / "a"))
     first_rows = [r for r in csv.DictReader((tmp_path / "a" / "csv" / "metrics.csv").open()) if r.get("time/elapsed_s")]
     assert [r["epoch"] for r in first_rows] == ["0"]  # the first session's curve survives the resumed one
     (resumed,) = (tmp_path / "a" / "csv").glob("resumed_*/metrics.csv")  # which logs into its own folder

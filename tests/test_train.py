@@ -47,14 +47,15 @@ def test_compare_with_table(tmp_path) -> None:
 
 
 def test_resume_from_checkpoint(cfg_train, tmp_path) -> None:
-    train(cfg_train)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    step = torch.load(last, weights_only=True)["global_step"]
+    first = train(cfg_train)
+    ckpts = tmp_path / "checkpoints"
+    assert not (ckpts / "last.ckpt").exists()  # a finished run keeps final.ckpt (the full state), not last.ckpt
+    assert (ckpts / "best.ckpt").is_file() and first["best_ckpt"] == str(ckpts / "best.ckpt")
+    step = torch.load(ckpts / "final.ckpt", weights_only=True)["global_step"]
     cfg2 = compose_cfg(
         "train.yaml",
         [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-         "trainer.limit_val_batches=1", "test=false", "export=false", f"ckpt_path={last}"],
+         "trainer.limit_val_batches=1", "test=false", "export=false", f"ckpt_path={ckpts / 'final.ckpt'}"],
         tmp_path / "resumed",
     )  # fmt: skip
     result = train(cfg2)
@@ -63,6 +64,31 @@ def test_resume_from_checkpoint(cfg_train, tmp_path) -> None:
     (log,) = (tmp_path / "resumed" / "csv").glob("resumed_*/metrics.csv")  # a resumed run logs into its own folder
     rows = list(csv.DictReader(log.open()))
     assert {r["epoch"] for r in rows} == {"1"}  # epoch 0 was restored, not trained again
+
+
+def test_resume_true_continues_an_interrupted_run_and_skips_a_finished_one(tmp_path) -> None:
+    """resume=true, what the pipeline's stages pass: last.ckpt without result.json is a run a session
+    ended; result.json is a finished run; a folder whose run was removed trains from scratch."""
+    args = [*DATA, *TINY_CODEC, *CPU, "logger=csv", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "test=false", "export=false", "resume=true"]  # fmt: skip
+    run = tmp_path / "run"
+    first = train(compose_cfg("train.yaml", [*args, "trainer.max_epochs=1"], run))
+    ckpts = run / "checkpoints"
+    step = torch.load(ckpts / "final.ckpt", weights_only=True)["global_step"]
+    # a finished run: nothing is trained again, the stored result comes back
+    again = train(compose_cfg("train.yaml", [*args, "trainer.max_epochs=2"], run))
+    assert again["final_ckpt"] == first["final_ckpt"] and torch.load(ckpts / "final.ckpt", weights_only=True)["global_step"] == step
+    # the same run stopped by the end of a session after its first epoch: only last.ckpt is there
+    (ckpts / "final.ckpt").rename(ckpts / "last.ckpt")
+    (run / "result.json").unlink()
+    train(compose_cfg("train.yaml", [*args, "trainer.max_epochs=2"], run))
+    assert torch.load(ckpts / "final.ckpt", weights_only=True)["global_step"] == 2 * step  # resumed, not restarted
+    # the user removes the finished run to train it again: it starts over
+    for name in ("final.ckpt", "best.ckpt"):
+        (ckpts / name).unlink()
+    (run / "result.json").unlink()
+    train(compose_cfg("train.yaml", [*args, "trainer.max_epochs=1"], run))
+    assert torch.load(ckpts / "final.ckpt", weights_only=True)["global_step"] == step
 
 
 def test_checkpoint_payload_is_plain(joint_run) -> None:
