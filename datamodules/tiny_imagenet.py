@@ -39,6 +39,7 @@ from taskcodec.datasets import (
     locate_tiny_imagenet,
 )
 from taskcodec.errors import ConfigError, DataError
+from taskcodec.losses import UNLABELED
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # official zip, 248,100,043 bytes
@@ -106,6 +107,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         augment: bool = True,
         augment_policy: str | None = None,
         jpeg_augment: list[int] | None = None,
+        extra_classes: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         # a plain list (not Hydra's ListConfig), so checkpoints holding these hyperparameters load with weights_only
@@ -116,6 +118,8 @@ class TinyImageNetDataModule(InMemoryDataModule):
             raise ConfigError(f"first_class must be >= 0, got {first_class}")
         if holdout_per_class < 0:
             raise ConfigError(f"holdout_per_class must be >= 0, got {holdout_per_class}")
+        if extra_classes < 0:
+            raise ConfigError(f"extra_classes must be >= 0, got {extra_classes}")
         if train_per_class is not None and train_per_class <= holdout_per_class:
             raise ConfigError(
                 f"train_per_class={train_per_class} must exceed holdout_per_class={holdout_per_class} "
@@ -133,9 +137,11 @@ class TinyImageNetDataModule(InMemoryDataModule):
         self.augment = augment
         self.augment_policy = augment_policy
         self.jpeg_augment = jpeg_augment
+        self.extra_classes = extra_classes
         train_transform(policy=augment_policy, jpeg_quality=self.jpeg_augment)  # bad values fail here, not after decoding
         self.class_names: list[str] = []
         self.class_words: list[str] = []
+        self.extra_class_names: list[str] = []
 
     def prepare_data(self) -> None:
         """Download the official zip when ``download`` is set and ``root`` holds no copy (rank 0 only)."""
@@ -177,6 +183,11 @@ class TinyImageNetDataModule(InMemoryDataModule):
                 f"lists only {len(wnids)} classes; set data.first_class + data.num_classes <= {len(wnids)}"
             )
         self.class_names = wnids[self.first_class : self.first_class + self.num_classes]
+        others = wnids[self.first_class + self.num_classes :] + wnids[: self.first_class]
+        if self.extra_classes > len(others):
+            raise ConfigError(f"extra_classes={self.extra_classes} but {tree.where('wnids.txt')} has only {len(others)} "
+                              f"classes besides the {self.num_classes} of the task; set data.extra_classes <= {len(others)}")  # fmt: skip
+        self.extra_class_names = others[: self.extra_classes]
         wanted = set(self.class_names)
         words = {}
         if tree.exists("words.txt"):  # only names for printing, so a missing file is no error
@@ -186,45 +197,53 @@ class TinyImageNetDataModule(InMemoryDataModule):
                     words[wnid] = names.split(",")[0].strip()
         self.class_words = [words.get(w, w) for w in self.class_names]
 
+    def _class_files(self, tree: _TinyImageNetTree, wnid: str) -> tuple[list[str], list]:
+        """One class's train files (the first ``train_per_class`` by file number) and their boxes."""
+        folder = f"train/{wnid}/images"
+        names = sorted((n for n in tree.list_files(folder) if n.lower().endswith(_IMAGE_SUFFIXES)), key=_numeric_key)
+        if not names:
+            raise DataError(f"wnids.txt lists {wnid} but {tree.where(folder)}/ holds no images; {_LAYOUT_HINT}")
+        wanted = self.train_per_class or len(names)
+        if len(names) < max(wanted, self.holdout_per_class + 1):
+            raise DataError(
+                f"{tree.where(folder)} has {len(names)} images, fewer than asked for (train_per_class="
+                f"{self.train_per_class}, holdout_per_class={self.holdout_per_class}); lower them"
+            )
+        names = names[:wanted]
+        box_of = self._read_boxes(tree, f"train/{wnid}/{wnid}_boxes.txt", columns=4)
+        for name in names:
+            if name not in box_of:
+                raise DataError(f"{tree.where(f'train/{wnid}/{wnid}_boxes.txt')} has no line for {name}")
+        return [f"{folder}/{n}" for n in names], [box_of[n][1] for n in names]
+
     def _build_train(self, tree: _TinyImageNetTree) -> None:
         files, labels, boxes = [], [], []
         for label, wnid in enumerate(self.class_names):
-            folder = f"train/{wnid}/images"
-            names = sorted(
-                (n for n in tree.list_files(folder) if n.lower().endswith(_IMAGE_SUFFIXES)), key=_numeric_key
-            )
-            if not names:
-                raise DataError(
-                    f"wnids.txt lists {wnid} but {tree.where(folder)}/ holds no images; {_LAYOUT_HINT}"
-                )
-            wanted = self.train_per_class or len(names)
-            if len(names) < max(wanted, self.holdout_per_class + 1):
-                raise DataError(
-                    f"{tree.where(folder)} has {len(names)} images, fewer than asked for (train_per_class="
-                    f"{self.train_per_class}, holdout_per_class={self.holdout_per_class}); lower them"
-                )
-            names = names[:wanted]
-            box_of = self._read_boxes(tree, f"train/{wnid}/{wnid}_boxes.txt", columns=4)
-            for name in names:
-                if name not in box_of:
-                    raise DataError(f"{tree.where(f'train/{wnid}/{wnid}_boxes.txt')} has no line for {name}")
-                boxes.append(box_of[name][1])
-            files += [f"{folder}/{n}" for n in names]
-            labels += [label] * len(names)
+            f, b = self._class_files(tree, wnid)
+            files, labels, boxes = files + f, labels + [label] * len(f), boxes + b
         # split the file list first, then decode each part straight into its own array
-        labels_np, boxes_np = np.array(labels), np.array(boxes, np.float32)
+        labels_np, boxes_np = np.array(labels), np.array(boxes, np.float32).reshape(-1, 4)
         train_idx, holdout_idx = stratified_split(labels_np, self.holdout_per_class, self.seed)
+        # images of the extra classes join the training split only, unlabelled (UNLABELED): what learns
+        # from them is the label-free part of a loss (the teacher's features, distillation)
+        extra_files, extra_boxes = [], []
+        for wnid in self.extra_class_names:
+            f, b = self._class_files(tree, wnid)
+            extra_files, extra_boxes = extra_files + f, extra_boxes + b
         augment = (
             train_transform(pad=4, size=64, policy=self.augment_policy, jpeg_quality=self.jpeg_augment)
             if self.augment else None
         )  # fmt: skip
+        parts = {
+            "train": ([files[k] for k in train_idx] + extra_files,
+                      np.concatenate([labels_np[train_idx], np.full(len(extra_files), UNLABELED)]),
+                      np.concatenate([boxes_np[train_idx], np.array(extra_boxes, np.float32).reshape(-1, 4)]), augment),
+            "hold-out": ([files[k] for k in holdout_idx], labels_np[holdout_idx], boxes_np[holdout_idx], None),
+        }  # fmt: skip
         sets = []
-        for split, idx, transform in (("train", train_idx, augment), ("hold-out", holdout_idx, None)):
-            names = [files[k] for k in idx]
+        for split, (names, split_labels, split_boxes, transform) in parts.items():
             images = self._decode(tree, names, split)
-            sets.append(
-                ArrayImageDataset(images, labels_np[idx], boxes_np[idx], transform, self.return_boxes, names)
-            )
+            sets.append(ArrayImageDataset(images, split_labels, split_boxes, transform, self.return_boxes, names))
         self.train_set, self.holdout_set = sets  # assigned together, so a failed decode leaves neither
 
     def _build_test(self, tree: _TinyImageNetTree) -> None:

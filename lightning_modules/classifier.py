@@ -118,6 +118,11 @@ class ClassifierModule(ClassificationSteps):
         self.ema = ModelEmaV3(self.classifier, decay=ema_decay, use_warmup=True) if ema_decay > 0 else None
         self.init_metrics(num_classes)
 
+    def on_fit_start(self) -> None:
+        if getattr(self.trainer.datamodule, "extra_classes", 0):
+            raise ConfigError("data.extra_classes adds unlabelled images, which a classifier trained on labels cannot "
+                              "use; set data.extra_classes=0 (it is for the codec's feature and distillation terms)")  # fmt: skip
+
     def forward(self, x: Tensor) -> Tensor:
         """Training uses the live weights; evaluation the EMA's when there is one."""
         if self.ema is not None and not self.training:

@@ -22,7 +22,7 @@ from lightning_modules.classifier import accuracy_metrics, warmup_cosine
 from taskcodec.errors import ConfigError
 from taskcodec.evaluation import code_and_classify
 from taskcodec.export import PAYLOAD_KEY, codec_payload, load_codec_state
-from taskcodec.losses import RateFeatureLoss, RateTaskLoss
+from taskcodec.losses import UNLABELED, RateFeatureLoss, RateTaskLoss
 from taskcodec.models import TaskCodecBase, load_image_classifier
 from taskcodec.models.light import FeatureTeacher
 from taskcodec.preprocessing import preprocessing_config
@@ -150,7 +150,9 @@ class JointCodecModule(pl.LightningModule):
         if aux_opt is not None:
             aux_opt.step()
         self.lr_schedulers().step()
-        self.train_metrics.update(out["logits"], y)
+        labelled = y != UNLABELED  # images of data.extra_classes have no label to score
+        if labelled.any():
+            self.train_metrics.update(out["logits"][labelled], y[labelled])
         n = len(y)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=n)
         self.log_dict({"train/aux_loss": aux_loss, "train/rate_weight": w}, batch_size=n)

@@ -13,6 +13,17 @@ from torch import Tensor, nn
 
 from taskcodec.errors import ConfigError
 
+#: the label of a training image without one (``data.extra_classes``): the cross-entropy skips it,
+#: distillation and feature matching learn from it
+UNLABELED = -1
+
+
+def labelled_cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy over the labelled images of a batch; zero (with a gradient path) when it has none."""
+    if not (labels != UNLABELED).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=UNLABELED, label_smoothing=label_smoothing)
+
 
 class RateTaskLoss(nn.Module):
     """``rate_weight·bpp + lmbda·task``; returns every term so each can be logged."""
@@ -37,7 +48,7 @@ class RateTaskLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> dict[str, Tensor]:
         bpp = out["rate_bits"].mean() / num_pixels
-        ce = F.cross_entropy(out["logits"], labels, label_smoothing=label_smoothing)
+        ce = labelled_cross_entropy(out["logits"], labels, label_smoothing)
         losses = {"bpp": bpp, "ce": ce}
         task = ce
         if teacher_logits is not None and self.distill > 0:
@@ -72,7 +83,7 @@ class RateFeatureLoss(nn.Module):
         bpp = out["rate_bits"].mean() / num_pixels
         terms = [F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-8) for s, t in zip(out["features"], teacher["features"], strict=True)]
         feat = sum(terms)
-        losses = {"bpp": bpp, "feat": feat, "ce": F.cross_entropy(out["logits"].detach(), labels)}
+        losses = {"bpp": bpp, "feat": feat, "ce": labelled_cross_entropy(out["logits"].detach(), labels)}
         losses.update({f"feat{d}": t.detach() for d, t in enumerate(terms)})
         losses["loss"] = rate_weight * bpp + self.lmbda * feat
         return losses

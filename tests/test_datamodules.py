@@ -414,3 +414,23 @@ def test_data_configs_instantiate(name, tmp_path):
         cfg.data.root, cfg.data.num_classes = str(tmp_path), 2
     dm = instantiate(cfg.data)
     assert dm.num_classes == cfg.data.num_classes and dm.batch_size == 128
+
+
+def test_extra_classes_join_the_training_split_unlabelled():
+    """data.extra_classes: the next classes' train images, labelled UNLABELED, in the training split only."""
+    from taskcodec.losses import UNLABELED
+
+    base = TinyImageNetDataModule(str(SAMPLE), num_classes=2, holdout_per_class=2, num_workers=0)
+    base.setup("fit")
+    dm = TinyImageNetDataModule(str(SAMPLE), num_classes=2, holdout_per_class=2, num_workers=0, extra_classes=1)
+    dm.setup("fit")
+    assert dm.class_names == base.class_names and len(dm.extra_class_names) == 1
+    extra = [n for n, y in zip(dm.train_set.names, dm.train_set.labels, strict=True) if y == UNLABELED]
+    assert extra and all(n.split("/")[1] == dm.extra_class_names[0] for n in extra)
+    assert len(dm.train_set) == len(base.train_set) + len(extra)  # the labelled images are the same ones
+    assert list(dm.holdout_set.names) == list(base.holdout_set.names) and (dm.holdout_set.labels >= 0).all()
+    assert list(dm.test_set.names) == list(base.test_set.names)  # results are on the task's classes only
+    with pytest.raises(ConfigError, match="extra_classes"):
+        TinyImageNetDataModule(str(SAMPLE), num_classes=2, extra_classes=2, num_workers=0).setup("fit")
+    with pytest.raises(ConfigError, match="extra_classes"):
+        TinyImageNetDataModule(str(SAMPLE), extra_classes=-1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CPU, DATA, compose_cfg
+import torch.nn.functional as F
+from conftest import CPU, DATA, SAMPLE, compose_cfg
 from tiny_codec import tiny_codec
 
 from taskcodec.cost import classifier_macs, client_macs, encode_throughput
@@ -112,3 +113,33 @@ def test_label_records_round_trip_and_cost_about_a_byte() -> None:
         assert max(sizes) <= 1 + -(-k.bit_length() // 8) + 1  # size byte + about log2(k) bits
     with pytest.raises(ConfigError):
         LabelCodec(10).encode(10)
+
+
+def test_unlabelled_images_train_only_the_label_free_terms() -> None:
+    """UNLABELED images add nothing to the cross-entropy; distillation and the rate still see them."""
+    from taskcodec.losses import UNLABELED, RateTaskLoss, labelled_cross_entropy
+
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3)
+    labels = torch.tensor([0, 2, UNLABELED, UNLABELED])
+    assert torch.isclose(labelled_cross_entropy(logits, labels), F.cross_entropy(logits[:2], labels[:2]))
+    none = labelled_cross_entropy(logits, torch.full((4,), UNLABELED))
+    assert none.item() == 0.0 and none.requires_grad  # a batch of extra images only: no NaN
+    out = {"logits": logits, "rate_bits": torch.full((4,), 80.0)}
+    loss = RateTaskLoss(lmbda=1.0, distill=0.5)(out, torch.full((4,), UNLABELED), 64, teacher_logits=teacher)
+    assert loss["kd"] > 0 and torch.isfinite(loss["loss"])
+    loss["loss"].backward()
+    assert logits.grad.abs().sum() > 0  # the KD term trains on images without labels
+
+
+def test_extra_classes_train_the_joint_codec_and_are_refused_by_the_reference(tmp_path) -> None:
+    from train import train
+
+    common = [f"data.root={SAMPLE}", "data.num_classes=2", "data.extra_classes=1", "data.holdout_per_class=2",
+              "data.batch_size=4", "data.num_workers=0", *CPU, "logger=csv", "trainer.max_epochs=1",
+              "trainer.limit_val_batches=1", "test=false", "export=false", "reference_table=null"]  # fmt: skip
+    result = train(compose_cfg("train.yaml", [*common, "model/codec=light", "model.codec.channels=[8,8]",
+                                              "model.codec.M=8", "model.codec.N=16"], tmp_path / "codec"))  # fmt: skip
+    assert (tmp_path / "codec" / "result.json").is_file() and result["final_ckpt"]
+    with pytest.raises(ConfigError, match="extra_classes"):
+        train(compose_cfg("train.yaml", [*common, "experiment=reference"], tmp_path / "ref"))
