@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import time
 from pathlib import Path
 
 import hydra
@@ -193,6 +194,7 @@ def join_extra_rows(rows: list[dict], paths: list[Path], n: int, ref_id: str) ->
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -245,7 +247,8 @@ def evaluate(cfg: DictConfig) -> dict:
                  "macs": ref_macs, "jpeg_q30_encode_images_per_s_one_thread": jpeg_per_s}  # fmt: skip
     head["reference"] = reference
     (out_dir / "headline.json").write_text(json.dumps(head, indent=1))
-    (out_dir / "provenance.json").write_text(json.dumps(provenance(cfg, reference), indent=1))
+    prov = provenance(cfg, reference) | {"wall_seconds": round(time.perf_counter() - started, 1)}
+    (out_dir / "provenance.json").write_text(json.dumps(prov, indent=1))
     log_to_wandb(cfg, rows, png)
     print(f"table: {csv_path}\nplot: {png}\nheadline: {json.dumps(head, indent=1)}")
     return {"rows": rows, "headline": head, "csv": str(csv_path), "png": str(png)}

@@ -1,4 +1,4 @@
-"""The class-transfer summary of bench/transfer_50cls.sh: frozen client against trained client.
+"""The class-transfer summary (the transfer_50cls stage of dvc.yaml): frozen client against trained client.
 
 Reads the rate-accuracy table that evaluate.py wrote for classes 50-99 (reference B, JPEG, WebP,
 the split codec trained on B, and A's frozen client with an adapted server or a linear probe),
@@ -11,7 +11,6 @@ transfer.md next to the table. All top-1 differences are paired on the same 2,50
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taskcodec.curves import paired_difference  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
 
 KINDS = {"+adapted-linear": "frozen client, linear probe", "+adapted": "frozen client, adapted server", "": "client trained on B"}
 
@@ -30,11 +29,17 @@ def kind_of(codec: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__, out="results/transfer_50cls", threads=None, data=False)
+    p.add_argument(
+        "--table",
+        dest="out",
+        default=argparse.SUPPRESS,
+        help="the same as --out: the table folder read and written",
+    )
     p.add_argument("--logs", default="logs/transfer")
-    p.add_argument("--table", default="results/transfer_50cls")
     args = p.parse_args()
-    table, logs = Path(args.table), Path(args.logs)
+    start_bench(args)
+    table, logs = Path(args.out), Path(args.logs)
     rows = json.loads((table / "rate_accuracy.json").read_text())
     per_image = json.loads((table / "rate_accuracy_per_image.json").read_text())
     head = json.loads((table / "headline.json").read_text())
@@ -70,12 +75,10 @@ def main() -> None:
                          "holdout_top1": a["holdout_top1"], "pack_seconds": a["pack_seconds"],
                          "train_seconds": a["train_seconds"], "epochs": a["epochs"], "images": a["images"]})  # fmt: skip
     finetune = None
-    ft_dir = logs / "finetune_raw"
-    if (ft_dir / "wall.json").is_file():
-        metrics = list(csv.DictReader((ft_dir / "csv" / "metrics.csv").open()))
-        test = [m for m in metrics if m.get("test/acc")]
-        finetune = {"test_top1": float(test[-1]["test/acc"]) if test else None,
-                    "wall_seconds": json.loads((ft_dir / "wall.json").read_text())["wall_seconds"],
+    ft = logs / "finetune_raw" / "result.json"  # train.py's result of the finished run
+    if ft.is_file():
+        run = json.loads(ft.read_text())
+        finetune = {"test_top1": run.get("test/acc"), "wall_seconds": run.get("wall_seconds"),
                     "note": "reference A fine-tuned on B's raw train pixels, new class layer, 2 epochs (train.py, incl. data decoding and test)"}  # fmt: skip
 
     result = {"reference_b_top1": ref["top1"], "images": ref["n"],

@@ -277,15 +277,31 @@ def _pack(args: argparse.Namespace) -> None:
     skipped.finish(plan["count"] - len(left_out), "packed", left_out)  # this run's and earlier runs' of the same pack
 
 
-def _adapt(args: argparse.Namespace) -> None:
-    from taskcodec.batching import set_threads
+def _workflow(name: str):
+    """A verb that trains, found through the ``taskcodec.workflows`` entry points (pyproject.toml).
+
+    Training is Lightning's job and lives a layer above this package; the entry point lets the CLI run
+    it without importing that layer, and only when the verb runs, so the other verbs stay Lightning-free.
+    """
+    from importlib.metadata import entry_points
+
     from taskcodec.errors import ConfigError
 
-    threads = set_threads(args.threads)
-    try:  # training is Lightning's job: only this command needs it, the others stay Lightning-free
-        from lightning_modules.adapt import adapt
+    found = [ep for ep in entry_points(group="taskcodec.workflows") if ep.name == name]
+    if not found:
+        raise ConfigError(f"`taskcodec {name}` is not installed: run `pip install -e .` in the repository "
+                          "(it registers the training workflows as entry points)")  # fmt: skip
+    try:
+        return found[0].load()
     except ImportError as e:
-        raise ConfigError(f"`taskcodec adapt` needs pytorch-lightning and the repository's packages: {e}") from e
+        raise ConfigError(f"`taskcodec {name}` needs pytorch-lightning and the repository's packages: {e}") from e
+
+
+def _adapt(args: argparse.Namespace) -> None:
+    from taskcodec.batching import set_threads
+
+    threads = set_threads(args.threads)
+    adapt = _workflow("adapt")
     skipped = _Skipped()
     with _bar(args, None, "compress") as bar:
         summary = adapt(args.model, args.dataset, args.out, init_decoder=args.init_decoder, server=args.server,
