@@ -42,7 +42,6 @@ from taskcodec.evaluation import (  # noqa: E402
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.models.classifier import reference_id  # noqa: E402
 from taskcodec.provenance import run_provenance  # noqa: E402
 
 
@@ -210,7 +209,7 @@ def evaluate(cfg: DictConfig) -> dict:
             f"classifier has {classifier.model.num_classes} classes but data.num_classes={datamodule.num_classes}"
         )
 
-    ref_id = reference_id(cfg.classifier_ckpt)
+    ref_id = classifier.content_id  # the checkpoint is read once
     exports = codec_exports(list(cfg.codec_dirs or []))  # fail before the long baseline sweep
     if cfg.get("reuse_baselines"):
         rows = reused_baseline_rows(Path(cfg.reuse_baselines), ref_id, labels)

@@ -104,13 +104,18 @@ def check_reference_fits(path: str, name: str, num_classes: int) -> dict[str, Te
 
 
 def load_image_classifier(path: str) -> ImageClassifier:
-    """The reference classifier from a ``ClassifierModule`` checkpoint, without Lightning."""
+    """The reference classifier from a ``ClassifierModule`` checkpoint, without Lightning.
+
+    The model carries ``content_id`` (:func:`reference_id` of the same weights), so a caller that
+    needs both reads the checkpoint once.
+    """
     name, num_classes, weights = reference_weights(path)
     model = ImageClassifier(name, num_classes)
     try:
         model.model.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit {name!r}: {e}") from e
+    model.content_id = _content_id(name, num_classes, weights)
     return model.eval()
 
 
@@ -120,9 +125,12 @@ def reference_id(path: str) -> str:
     Tables name their reference by it, so rows measured against another classifier (or another
     epoch of the same run) are never joined into one table.
     """
+    return _content_id(*reference_weights(path))
+
+
+def _content_id(name: str, num_classes: int, weights: dict) -> str:
     import hashlib
 
-    name, num_classes, weights = reference_weights(path)
     h = hashlib.sha256(f"{name}|{num_classes}".encode())
     for k in sorted(weights):
         t = weights[k].detach().cpu().contiguous()
