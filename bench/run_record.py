@@ -16,7 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from taskcodec.errors import DataError  # noqa: E402
 from taskcodec.provenance import bench_parser, write_provenance  # noqa: E402
@@ -31,7 +32,10 @@ def main() -> None:
         raise DataError(f"{args.run} has no result.json: the run has not finished (train.py writes it at the end)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result, out / "result.json")
+    run = json.loads(result.read_text())
+    root = str(ROOT) + "/"  # paths relative to the repository, so the record reads the same on every machine
+    run = {k: v.replace(root, "") if isinstance(v, str) else v for k, v in run.items()}
+    (out / "result.json").write_text(json.dumps(run, indent=1))
     config = args.run / ".hydra" / "config.yaml"
     if config.is_file():
         shutil.copyfile(config, out / "config.yaml")
@@ -44,7 +48,7 @@ def main() -> None:
             w.writeheader()
             w.writerows(rows)
     write_provenance(out / "provenance.json", run=str(args.run), csv_logs=[str(x) for x in logs])
-    summary = json.loads(result.read_text()).get("summary", [])
+    summary = run.get("summary", [])
     print("\n".join([*summary, f"recorded {args.run} -> {out}"]))
 
 

