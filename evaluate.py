@@ -31,6 +31,7 @@ from taskcodec.cost import classifier_macs, jpeg_images_per_second, single_threa
 from taskcodec.errors import CheckpointError, ConfigError  # noqa: E402
 from taskcodec.evaluation import (  # noqa: E402
     add_paired,
+    codec_label,
     evaluate_baseline,
     evaluate_label,
     evaluate_taskcodec,
@@ -75,6 +76,17 @@ def codec_exports(patterns: list[str]) -> list[tuple[Path, Path]]:
                     raise CheckpointError(f"{enc} has no matching {dec.name} beside it")
                 pairs.append((enc, dec))
     return pairs
+
+
+def check_distinct_labels(labels: list[tuple[Path, tuple[str, str]]]) -> None:
+    """Two exports that would make the same (codec, setting) row cannot share a table: their rows and
+    per-image results would be mixed up."""
+    seen: dict[tuple[str, str], Path] = {}
+    for path, label in labels:
+        if label in seen:
+            raise ConfigError(f"{seen[label]} and {path} both make the row {label[0]} {label[1]}; evaluate them "
+                              "in separate tables (output_dir), or train them with settings that tell them apart")  # fmt: skip
+        seen[label] = path
 
 
 def load_pair(enc_path: Path, dec_path: Path):
@@ -211,6 +223,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
     ref_id = classifier.content_id  # the checkpoint is read once
     exports = codec_exports(list(cfg.codec_dirs or []))  # fail before the long baseline sweep
+    loaded = [(enc_path, *load_pair(enc_path, dec_path)) for enc_path, dec_path in exports]
+    check_distinct_labels([(p, codec_label(dec.family, dec.config, meta)) for p, _, dec, meta in loaded])
     if cfg.get("reuse_baselines"):
         rows = reused_baseline_rows(Path(cfg.reuse_baselines), ref_id, labels)
     else:
@@ -224,8 +238,7 @@ def evaluate(cfg: DictConfig) -> dict:
     with single_thread():
         jpeg_per_s = jpeg_images_per_second(speed) if speed is not None else None
     rows.append(evaluate_label(classifier, images, labels, ref_macs, cfg.batch_size, speed, jpeg_per_s))
-    for enc_path, dec_path in exports:
-        encoder, decoder, meta = load_pair(enc_path, dec_path)
+    for _, encoder, decoder, meta in loaded:
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size, meta)
         row |= taskcodec_client_columns(encoder, ref_macs, speed, jpeg_per_s)
         rows.append(row)

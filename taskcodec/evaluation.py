@@ -114,14 +114,19 @@ def code_and_classify(encoder: TaskCodecBase, decoder: TaskCodecBase, x: Tensor)
     }
 
 
-def codec_label(family: str, decoder: TaskCodecBase, meta: dict) -> tuple[str, str]:
-    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<head or split>][+kd][+adapted[-linear]]``, ``lmbda=...``."""
-    cfg = decoder.config
+def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
+    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<head or split>][+kd][+2stage][+x<N>][+adapted[-linear]]``, ``lmbda=...``.
+
+    ``cfg`` is the codec's config, ``meta`` its export's; ``+x<N>`` marks a client trained with the
+    images of N extra classes (``data.extra_classes``).
+    """
     variant = cfg.get("head") or (f"{cfg.get('split')}-{cfg.get('entropy')}" if "split" in cfg else "")
     if "channels" in cfg:  # the light family: name the client too (its size is the point)
         variant = f"{'x'.join(map(str, cfg['channels']))}k{cfg['kernel']}{cfg['act']}-{variant}"
     name = f"taskcodec-{family}" + (f"-{variant}" if variant else "") + ("+kd" if meta.get("distill") else "")
     name += {"features": "+features", "two-stage": "+2stage"}.get(meta.get("recipe", ""), "")
+    if meta.get("extra_classes"):
+        name += f"+x{meta['extra_classes']}"
     if meta.get("adapted"):  # a server retrained for other classes on an unchanged client
         name += "+adapted" + ("-linear" if cfg.get("server") == "linear" else "")
     return name, f"lmbda={meta.get('lmbda')}"
@@ -133,7 +138,7 @@ def evaluate_taskcodec(
 ) -> dict:  # fmt: skip
     """Real bytes and top-1 of an exported encoder/decoder pair over uint8 images."""
     parts = [code_and_classify(encoder, decoder, to_tensor(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
-    codec, setting = codec_label(decoder.family, decoder, meta or {})
+    codec, setting = codec_label(decoder.family, decoder.config, meta or {})
     return make_row(
         codec, setting, [b for p in parts for b in p["record_bytes"]], [b for p in parts for b in p["payload_bytes"]],
         torch.cat([p["logits"] for p in parts]), labels, images.shape[1] * images.shape[2],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,3 +308,18 @@ def test_headline_says_which_codecs_beat_the_label_row() -> None:
     assert h["best_light_client"]["codec"] == "taskcodec-light" and h["best_light_client"]["bytes_per_image"] == 30
     short = headline([*rows[:-1], dict(rows[-1], top1=0.60)])["taskcodec-light"]
     assert short["reaches_parity"] is False and short["beats_label"] is False  # short of parity never beats it
+
+
+def test_rows_that_would_share_a_label_are_refused() -> None:
+    """A client trained with extra classes is labelled apart; two exports making one row are refused."""
+    from evaluate import check_distinct_labels
+    from taskcodec.errors import ConfigError
+    from taskcodec.evaluation import codec_label
+
+    cfg = {"channels": [8, 16], "kernel": 3, "act": "relu", "split": "layer1", "entropy": "factorized"}
+    meta = {"distill": 0.5, "recipe": "two-stage", "lmbda": 1}
+    plain, extra = codec_label("light", cfg, meta), codec_label("light", cfg, meta | {"extra_classes": 90})
+    assert extra[0] == plain[0] + "+x90" and extra[1] == plain[1]
+    check_distinct_labels([(Path("a"), plain), (Path("b"), extra)])
+    with pytest.raises(ConfigError, match="both make the row"):
+        check_distinct_labels([(Path("a"), plain), (Path("b"), plain)])
