@@ -38,7 +38,7 @@ def read_run(run: Path) -> dict:
     cfg_path = run / ".hydra" / "config.yaml"
     cfg = cfg_path.read_text() if cfg_path.is_file() else ""
     best = max(curve, key=lambda c: c["holdout_top1"]) if curve else None
-    done = (run / "checkpoints" / "done").is_file()
+    done = (run / "result.json").is_file()  # train.py writes it when the run has finished
     max_epochs = next((int(line.split(":")[1]) for line in cfg.splitlines() if line.strip().startswith("max_epochs:")), None)
     patience = next((int(line.split(":")[1]) for line in cfg.splitlines() if line.strip().startswith("patience:")), None)
     stopped = curve[-1]["epoch"] if curve else None

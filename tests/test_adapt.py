@@ -108,9 +108,9 @@ def test_init_decoder_keeps_the_server_but_renews_the_class_layer(user_data) -> 
 
     (enc, dec), = codec_exports([str(out)])
     encoder, decoder, meta = load_pair(enc, dec)
-    assert codec_label(encoder.family, decoder, meta)[0].endswith("+adapted")
+    assert codec_label(encoder.family, decoder.config, meta)[0].endswith("+adapted")
     _, own_dec, own_meta = load_pair(*codec_exports([str(Path(user_data["decoder"]).parent)])[0])
-    assert "+adapted" not in codec_label(encoder.family, own_dec, own_meta)[0]
+    assert "+adapted" not in codec_label(encoder.family, own_dec.config, own_meta)[0]
 
 
 def test_adapt_refuses_mismatched_inputs(user_data, tmp_path, capsys) -> None:
