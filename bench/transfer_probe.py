@@ -11,7 +11,6 @@ official-val images. Paired against reference B and against the frozen client's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -57,12 +56,6 @@ def train_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: int,
 def main() -> None:
     # torch's own default thread count, as before the shared parser (the script is run with OMP_NUM_THREADS=2)
     p = bench_parser(__doc__, out="results/transfer_50cls", threads=torch.get_num_threads())
-    p.add_argument(
-        "--table",
-        dest="out",
-        default=argparse.SUPPRESS,
-        help="the same as --out: the table folder read and written",
-    )
     p.add_argument("--reference-a", default="logs/transfer/reference_a/checkpoints/best.ckpt")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)

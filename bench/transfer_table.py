@@ -5,12 +5,11 @@ the split codec trained on B, and A's frozen client with an adapted server or a 
 the adapt.json of each adaptation and the raw fine-tuning run, and writes transfer.json and
 transfer.md next to the table. All top-1 differences are paired on the same 2,500 images.
 
-    python bench/transfer_table.py --logs logs/transfer --table results/transfer_50cls
+    python bench/transfer_table.py --logs logs/transfer --out results/transfer_50cls
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,12 +29,6 @@ def kind_of(codec: str) -> str:
 
 def main() -> None:
     p = bench_parser(__doc__, out="results/transfer_50cls", threads=None, data=False)
-    p.add_argument(
-        "--table",
-        dest="out",
-        default=argparse.SUPPRESS,
-        help="the same as --out: the table folder read and written",
-    )
     p.add_argument("--logs", default="logs/transfer")
     args = p.parse_args()
     start_bench(args)
