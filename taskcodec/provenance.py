@@ -26,13 +26,14 @@ def _git(*args: str) -> str:
 def run_provenance(**extra) -> dict:
     """``{"command", "git_revision", "git_dirty", **extra}`` of this process, for a results folder.
 
-    ``git_dirty`` is true when tracked files differ from the revision (untracked files do not count);
-    the revision is ``"unknown"`` outside a git checkout.
+    ``git_dirty`` is true when tracked files that make results differ from the revision (untracked
+    files do not count, nor do ``results/`` and ``dvc.lock``, which a study rewrites as it runs); the
+    revision is ``"unknown"`` outside a git checkout.
     """
     return {
         "command": " ".join(["python", *sys.argv]),
         "git_revision": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!dvc.lock")),
         **extra,
     }
 

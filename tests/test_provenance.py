@@ -87,3 +87,26 @@ def test_bench_scripts_use_the_shared_helpers() -> None:
         assert 'tiny-imagenet-100.zip"' not in text, f"{script.name}: use bench_parser's --data"
         if "argparse.ArgumentParser(" in text:
             pytest.fail(f"{script.name}: build the parser with taskcodec.provenance.bench_parser")
+
+
+def test_git_dirty_counts_code_not_the_results_a_study_writes(tmp_path, monkeypatch) -> None:
+    """A study rewrites its tracked results/ folder and dvc.lock while it runs: that is not a dirty tree."""
+    import subprocess
+
+    from taskcodec import provenance
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    for name in ("code.py", "dvc.lock", "results/table.csv"):
+        (tmp_path / name).write_text("a\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    (tmp_path / "results" / "table.csv").write_text("b\n")
+    (tmp_path / "dvc.lock").write_text("b\n")
+    assert provenance.run_provenance()["git_dirty"] is False
+    (tmp_path / "code.py").write_text("b\n")
+    assert provenance.run_provenance()["git_dirty"] is True
