@@ -220,9 +220,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         files, labels, boxes = [], [], []
         for label, wnid in enumerate(self.class_names):
             f, b = self._class_files(tree, wnid)
-            files += f
-            labels += [label] * len(f)
-            boxes += b
+            files, labels, boxes = files + f, labels + [label] * len(f), boxes + b
         # split the file list first, then decode each part straight into its own array
         labels_np, boxes_np = np.array(labels), np.array(boxes, np.float32).reshape(-1, 4)
         train_idx, holdout_idx = stratified_split(labels_np, self.holdout_per_class, self.seed)
@@ -231,8 +229,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         extra_files, extra_boxes = [], []
         for wnid in self.extra_class_names:
             f, b = self._class_files(tree, wnid)
-            extra_files += f
-            extra_boxes += b
+            extra_files, extra_boxes = extra_files + f, extra_boxes + b
         augment = (
             train_transform(pad=4, size=64, policy=self.augment_policy, jpeg_quality=self.jpeg_augment)
             if self.augment else None
