@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taskcodec.errors import DataError  # noqa: E402
-from taskcodec.provenance import bench_parser, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, write_json, write_provenance  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     run = json.loads(result.read_text())
     root = str(ROOT) + "/"  # paths relative to the repository, so the record reads the same on every machine
     run = {k: v.replace(root, "") if isinstance(v, str) else v for k, v in run.items()}
-    (out / "result.json").write_text(json.dumps(run, indent=1))
+    write_json(out / "result.json", run)
     config = args.run / ".hydra" / "config.yaml"
     if config.is_file():
         shutil.copyfile(config, out / "config.yaml")

@@ -220,7 +220,9 @@ class TinyImageNetDataModule(InMemoryDataModule):
         files, labels, boxes = [], [], []
         for label, wnid in enumerate(self.class_names):
             f, b = self._class_files(tree, wnid)
-            files, labels, boxes = files + f, labels + [label] * len(f), boxes + b
+            files += f
+            labels += [label] * len(f)
+            boxes += b
         # split the file list first, then decode each part straight into its own array
         labels_np, boxes_np = np.array(labels), np.array(boxes, np.float32).reshape(-1, 4)
         train_idx, holdout_idx = stratified_split(labels_np, self.holdout_per_class, self.seed)
@@ -229,7 +231,8 @@ class TinyImageNetDataModule(InMemoryDataModule):
         extra_files, extra_boxes = [], []
         for wnid in self.extra_class_names:
             f, b = self._class_files(tree, wnid)
-            extra_files, extra_boxes = extra_files + f, extra_boxes + b
+            extra_files += f
+            extra_boxes += b
         augment = (
             train_transform(pad=4, size=64, policy=self.augment_policy, jpeg_quality=self.jpeg_augment)
             if self.augment else None

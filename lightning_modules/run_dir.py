@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from taskcodec.errors import ConfigError
+from taskcodec.provenance import write_json
 
 
 def resume_point(output_dir: str | Path, ckpt_path: str | None, resume: bool) -> tuple[str | None, dict | None]:
@@ -58,8 +59,6 @@ def finish_run(output_dir: str | Path, best_ckpt: str, result: dict) -> dict:
             shutil.copyfile(best_ckpt, tmp)
         os.replace(tmp, best)
     result = {**result, "best_ckpt": str(best)}
-    tmp = out / ".result.json.part"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / "result.json")
+    write_json(out / "result.json", result)
     (ckpts / "last.ckpt").unlink(missing_ok=True)
     return result

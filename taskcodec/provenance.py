@@ -38,23 +38,28 @@ def run_provenance(**extra) -> dict:
     }
 
 
-def write_provenance(path: str | os.PathLike, **extra) -> dict:
-    """Write :func:`run_provenance` as JSON to ``path`` and return it.
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as JSON (indent 1) to ``path``, creating parent folders.
 
     The file is written to a temporary name beside ``path`` and then renamed, so an interrupted run
-    never leaves a half-written record that looks like a finished one. Parent folders are created.
+    never leaves a half-written record that looks like a finished one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = run_provenance(**extra)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
+            json.dump(obj, f, indent=1)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_provenance(path: str | os.PathLike, **extra) -> dict:
+    """Write :func:`run_provenance` to ``path`` with :func:`write_json` (atomically) and return it."""
+    record = run_provenance(**extra)
+    write_json(path, record)
     return record
 
 
