@@ -115,7 +115,7 @@ def code_and_classify(encoder: TaskCodecBase, decoder: TaskCodecBase, x: Tensor)
 
 
 def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
-    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<head or split>][+kd][+2stage][+x<N>][+adapted[-linear]]``, ``lmbda=...``.
+    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<client>][-<head or split>][-n<decoder width>][+kd][+2stage][+x<N>][+adapted[-linear]]``, ``lmbda=...``.
 
     ``cfg`` is the codec's config, ``meta`` its export's; ``+x<N>`` marks a client trained with the
     images of N extra classes (``data.extra_classes``).
@@ -123,6 +123,8 @@ def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
     variant = cfg.get("head") or (f"{cfg.get('split')}-{cfg.get('entropy')}" if "split" in cfg else "")
     if "channels" in cfg:  # the light family: name the client too (its size is the point)
         variant = f"{'x'.join(map(str, cfg['channels']))}k{cfg['kernel']}{cfg['act']}-{variant}"
+        if cfg.get("N"):  # a decoder wider (or narrower) than the split stage: the server's size, same client
+            variant += f"-n{cfg['N']}"
     name = f"taskcodec-{family}" + (f"-{variant}" if variant else "") + ("+kd" if meta.get("distill") else "")
     name += {"features": "+features", "two-stage": "+2stage"}.get(meta.get("recipe", ""), "")
     if meta.get("extra_classes"):
