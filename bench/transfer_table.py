@@ -1,7 +1,8 @@
-"""The class-transfer summary (the transfer_50cls stage of dvc.yaml): frozen client against trained client.
+"""The class-transfer summary (the transfer_50cls and transfer_light_50cls stages of dvc.yaml): frozen
+client against trained client.
 
 Reads the rate-accuracy table that evaluate.py wrote for classes 50-99 (reference B, JPEG, WebP,
-the split codec trained on B, and A's frozen client with an adapted server or a linear probe),
+a codec trained on B (split or light), and A's frozen client with an adapted server or a linear probe),
 the adapt.json of each adaptation and the raw fine-tuning run, and writes transfer.json and
 transfer.md next to the table. All top-1 differences are paired on the same 2,500 images.
 
@@ -27,6 +28,18 @@ def kind_of(codec: str) -> str:
     return next(k for k in KINDS if codec.endswith(k) or k == "")
 
 
+def trained_counterpart(codec: str, setting: str, trained: list[dict]) -> dict | None:
+    """The row of the client trained on B that a frozen client's row is compared with.
+
+    The same codec (its label without the ``+adapted`` suffix) at the same setting; by setting alone
+    when only one trained codec has that setting; otherwise none.
+    """
+    kind = kind_of(codec)
+    base = codec.removesuffix(kind) if kind else codec
+    same = [r for r in trained if r["setting"] == setting]
+    return next((r for r in same if r["codec"] == base), same[0] if len(same) == 1 else None)
+
+
 def main() -> None:
     p = bench_parser(__doc__, out="results/transfer_50cls", threads=None, data=False)
     p.add_argument("--logs", default="logs/transfer")
@@ -47,9 +60,9 @@ def main() -> None:
         points.append({"kind": KINDS[kind_of(r["codec"])], "codec": r["codec"], **{k: r[k] for k in (
             "setting", "bytes_per_image", "est_bytes_per_image", "top1", "diff_vs_ref", "diff_ci95_lo", "diff_ci95_hi", "bytes_p99", "bytes_max")}})  # fmt: skip
     # the cost of freezing, paired: frozen-client rows against the trained-client row at the same λ
-    trained = {r["setting"]: r for r in rows if r["codec"].startswith("taskcodec") and kind_of(r["codec"]) == ""}
+    trained = [r for r in rows if r["codec"].startswith("taskcodec") and kind_of(r["codec"]) == ""]
     for pt in points:
-        other = trained.get(pt["setting"])
+        other = trained_counterpart(pt["codec"], pt["setting"], trained)
         if pt["kind"] != KINDS[""] and other is not None:
             mine = [c == "1" for c in per_image[f"{pt['codec']}|{pt['setting']}"]]
             theirs = [c == "1" for c in per_image[f"{other['codec']}|{other['setting']}"]]

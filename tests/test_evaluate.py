@@ -325,3 +325,15 @@ def test_rows_that_would_share_a_label_are_refused() -> None:
     check_distinct_labels([(Path("a"), plain), (Path("b"), extra)])
     with pytest.raises(ConfigError, match="both make the row"):
         check_distinct_labels([(Path("a"), plain), (Path("b"), plain)])
+
+
+def test_transfer_table_pairs_a_frozen_client_with_the_same_codec_trained_on_b() -> None:
+    """bench/transfer_table.py compares A's frozen client with B's client of the same codec and setting."""
+    pair = _bench_module("transfer_table").trained_counterpart
+    light, split = "taskcodec-light-8x16x32k3relu-layer1-factorized+kd+2stage", "taskcodec-split-layer4-hyperprior+kd"
+    trained = [{"codec": split, "setting": "lmbda=1"}, {"codec": light, "setting": "lmbda=1"}, {"codec": split, "setting": "lmbda=0.3"}]
+    assert pair(light + "+adapted", "lmbda=1", trained)["codec"] == light  # not the split row of the same λ
+    assert pair(split + "+adapted-linear", "lmbda=1", trained)["codec"] == split
+    assert pair("taskcodec-other+adapted", "lmbda=0.3", trained)["codec"] == split  # the only row at that λ
+    assert pair("taskcodec-other+adapted", "lmbda=1", trained) is None  # ambiguous: no pairing
+    assert pair(light + "+adapted", "lmbda=3", trained) is None
