@@ -337,3 +337,29 @@ def test_transfer_table_pairs_a_frozen_client_with_the_same_codec_trained_on_b()
     assert pair("taskcodec-other+adapted", "lmbda=0.3", trained)["codec"] == split  # the only row at that λ
     assert pair("taskcodec-other+adapted", "lmbda=1", trained) is None  # ambiguous: no pairing
     assert pair(light + "+adapted", "lmbda=3", trained) is None
+
+
+def test_learning_curves_reads_holdout_and_train_top1_across_resumed_logs(tmp_path) -> None:
+    """bench/learning_curves.py joins a run's resumed CSV logs per epoch, with the train top-1 beside the hold-out one."""
+    from taskcodec.errors import DataError
+
+    lc = _bench_module("learning_curves")
+    run = tmp_path / "logs" / "light" / "c1" / "task"
+    head = "epoch,step,time/elapsed_s,train/acc,train/loss,val/acc,val/loss,test/acc,test/top5\n"
+    (run / "csv").mkdir(parents=True)
+    (run / "csv" / "metrics.csv").write_text(head + "0,5,,,2.0,,,,\n0,9,10.0,,,0.40,1.5,,\n0,9,,0.50,,,,,\n")
+    (run / "csv" / "resumed_1").mkdir()
+    (run / "csv" / "resumed_1" / "metrics.csv").write_text(head + "1,19,20.0,,,0.45,1.4,,\n1,19,,0.80,,,,,\n2,20,,,,,,0.44,0.9\n")
+    r = lc.read_run(run)
+    assert r["run"] == "light/c1/task" and not r["finished"] and r["wall_time_s"] == 20.0
+    assert [(c["holdout_top1"], c["train_top1"]) for c in r["curve"]] == [(0.40, 0.50), (0.45, 0.80)]
+    assert r["best_holdout_epoch"] == 1 and r["test"] == {"top1": 0.44, "top5": 0.9}
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["learning_curves.py", "--out", str(tmp_path / "out"), str(tmp_path / "nothing")]
+    try:
+        with pytest.raises(DataError, match="no run folder"):
+            lc.main()
+    finally:
+        sys.argv = argv
