@@ -363,3 +363,21 @@ def test_learning_curves_reads_holdout_and_train_top1_across_resumed_logs(tmp_pa
             lc.main()
     finally:
         sys.argv = argv
+
+
+def test_paired_rows_compares_two_rows_of_one_table_image_by_image(tmp_path) -> None:
+    """bench/paired_rows.py: A minus B on the same images, with an interval; an unknown row is a DataError."""
+    from taskcodec.errors import DataError
+
+    compare = _bench_module("paired_rows").compare
+    rows = [{"codec": "a", "setting": "s", "top1": 0.75, "bytes_per_image": 50.0},
+            {"codec": "b", "setting": "s", "top1": 0.5, "bytes_per_image": 100.0}]  # fmt: skip
+    (tmp_path / "rate_accuracy.json").write_text(json.dumps(rows))
+    (tmp_path / "rate_accuracy_per_image.json").write_text(json.dumps({"a|s": "1101" * 50, "b|s": "1001" * 50}))
+    (q,) = compare(tmp_path, [("a|s", "b|s")])
+    assert q["diff"] == pytest.approx(0.25) and q["bytes_ratio"] == pytest.approx(0.5) and q["images"] == 200
+    assert q["diff_ci95"][0] > 0.15 and q["diff_ci95"][1] < 0.35  # B is never right where A is wrong: a tight interval
+    with pytest.raises(DataError, match="has no row"):
+        compare(tmp_path, [("a|s", "c|s")])
+    with pytest.raises(DataError, match="run evaluate.py"):
+        compare(tmp_path / "missing", [("a|s", "b|s")])
