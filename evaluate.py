@@ -30,6 +30,7 @@ from taskcodec.baselines import DEFAULT_SWEEPS, available_codecs, make_codec  # 
 from taskcodec.cost import classifier_macs, jpeg_images_per_second, single_thread  # noqa: E402
 from taskcodec.errors import CheckpointError, ConfigError  # noqa: E402
 from taskcodec.evaluation import (  # noqa: E402
+    COLUMNS,
     add_paired,
     codec_label,
     evaluate_baseline,
@@ -276,8 +277,8 @@ def log_to_wandb(cfg: DictConfig, rows: list[dict], png: Path) -> None:
         project=cfg.wandb.project, mode=cfg.wandb.mode, dir=cfg.output_dir, job_type="evaluate",
         config=OmegaConf.to_container(cfg, resolve=True),
     )  # fmt: skip
-    columns = list(rows[0])
-    table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+    # the CSV's columns: reused rows carry every one, newly measured standard codecs no client columns
+    table = wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in rows])
     run.log(
         {
             "rate_accuracy/table": table,

@@ -199,8 +199,9 @@ def test_evaluate_extra_rows_and_new_baselines(reference_ckpt, tmp_path) -> None
     extra = [dict(first[1], codec="jpeg+finetuned", setting="q=10,trained=raw", correct=first[1]["correct"],
                   reference_id=reference_id(reference_ckpt))]  # fmt: skip
     (tmp_path / "extra.json").write_text(json.dumps(extra))
+    # W&B on: its table takes reused rows (every column) and newly measured ones (no client columns) together
     cfg = cfg_eval(tmp_path / "b", reference_ckpt, f"reuse_baselines={tmp_path / 'a'}", f"baselines={{jpeg: [10, 75], webp: [50], {none}}}",
-                   f"extra_rows=[{tmp_path / 'extra.json'}]")  # fmt: skip
+                   f"extra_rows=[{tmp_path / 'extra.json'}]", "wandb.mode=offline")  # fmt: skip
     import evaluate as ev
 
     measured = []
