@@ -39,6 +39,7 @@ from taskcodec.evaluation import (  # noqa: E402
     headline,
     plot_client_frontier,
     plot_rate_accuracy,
+    read_per_image,
     taskcodec_client_columns,
     write_table,
 )
@@ -143,11 +144,11 @@ def reused_baseline_rows(folder: Path, ref_id: str, labels) -> list[dict]:
     """
     prov = json.loads((folder / "provenance.json").read_text())
     check_same_reference(str(folder), (prov.get("reference") or {}).get("id"), ref_id)
-    per_image = json.loads((folder / "rate_accuracy_per_image.json").read_text())
+    per_image = read_per_image(folder)
     rows = [r for r in json.loads((folder / "rate_accuracy.json").read_text())
             if not r["codec"].startswith("taskcodec") and r["codec"] != "label"]  # fmt: skip
     for r in rows:
-        r["correct"] = [c == "1" for c in per_image[f"{r['codec']}|{r['setting']}"]]
+        r["correct"] = per_image[f"{r['codec']}|{r['setting']}"]
         if len(r["correct"]) != len(labels):
             raise ConfigError(f"{folder} has {len(r['correct'])} images per row, this run {len(labels)}; re-measure")
     print(f"reused {len(rows)} reference and baseline rows from {folder}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import os
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from lightning_modules.run_dir import finish_run, resume_point  # noqa: E402
 from taskcodec.cost import classifier_macs, client_macs, encode_throughput, single_thread  # noqa: E402
 from taskcodec.curves import bytes_at_accuracy, paired_difference  # noqa: E402
 from taskcodec.errors import ConfigError, TaskcodecError  # noqa: E402
+from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.export import export_checkpoint  # noqa: E402
 from taskcodec.models import ImageClassifier  # noqa: E402
 
@@ -62,9 +62,9 @@ def compare_with_table(table: Path, top1: float, nbytes: float, correct: list[bo
     lines = []
     per_image = table.with_name(table.stem + "_per_image.json")
     if correct is not None and per_image.is_file():
-        ref = json.loads(per_image.read_text()).get("none|raw", "")
+        ref = read_per_image(table.parent, table.stem).get("none|raw", [])
         if len(ref) == len(correct):
-            d = paired_difference(correct, [c == "1" for c in ref])
+            d = paired_difference(correct, ref)
             lo, hi = d["bootstrap_ci95"]
             lines.append(f"paired top-1 difference from the reference: {100 * d['diff']:+.1f} pt (95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, n={d['n']})")
         else:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.errors import DataError  # noqa: E402
+from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
 
@@ -32,14 +33,14 @@ def compare(table: Path, pairs: list[tuple[str, str]]) -> list[dict]:
     per_image_path, rows_path = table / "rate_accuracy_per_image.json", table / "rate_accuracy.json"
     if not per_image_path.is_file() or not rows_path.is_file():
         raise DataError(f"{table} has no rate_accuracy.json / rate_accuracy_per_image.json: run evaluate.py for it first")
-    per_image = json.loads(per_image_path.read_text())
+    per_image = read_per_image(table)
     rows = {f"{r['codec']}|{r['setting']}": r for r in json.loads(rows_path.read_text())}
     out = []
     for a, b in pairs:
         unknown = [k for k in (a, b) if k not in per_image or k not in rows]
         if unknown:
             raise DataError(f"{table} has no row {unknown}; its rows are: {sorted(per_image)}")
-        d = paired_difference([c == "1" for c in per_image[a]], [c == "1" for c in per_image[b]])
+        d = paired_difference(per_image[a], per_image[b])
         ra, rb = rows[a], rows[b]
         out.append({
             "a": a, "b": b, "images": len(per_image[a]),

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from evaluate import codec_round_trip, finetune_classifier, join_extra_rows  # noqa: E402
 from taskcodec.baselines import Codec, make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
-from taskcodec.evaluation import COLUMNS, add_paired, evaluate_baseline, headline  # noqa: E402
+from taskcodec.evaluation import COLUMNS, add_paired, evaluate_baseline, headline, read_per_image  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
 from taskcodec.models.classifier import reference_id  # noqa: E402
 from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
@@ -212,9 +212,9 @@ def fair_peer_headline(table: Path, rows_file: Path) -> dict:
     would give, for a quick look before the table itself is re-made.
     """
     rows = json.loads((table / "rate_accuracy.json").read_text())
-    per_image = json.loads((table / "rate_accuracy_per_image.json").read_text())
+    per_image = read_per_image(table)
     for r in rows:
-        r["correct"] = [c == "1" for c in per_image[f"{r['codec']}|{r['setting']}"]]
+        r["correct"] = per_image[f"{r['codec']}|{r['setting']}"]
     ref_id = (json.loads((table / "provenance.json").read_text()).get("reference") or {}).get("id")
     rows = join_extra_rows(rows, [rows_file], len(rows[0]["correct"]), ref_id)
     add_paired(rows)

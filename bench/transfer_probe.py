@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules.tiny_imagenet import TinyImageNetDataModule  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
+from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.models.classifier import load_image_classifier  # noqa: E402
 from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
 
@@ -74,11 +75,9 @@ def main() -> None:
         correct = (fc(x_test).argmax(1) == torch.as_tensor(np.asarray(dm.test_set.labels))).tolist()
 
     table = Path(args.out)
-    per_image = json.loads((table / "rate_accuracy_per_image.json").read_text())
-    def bits(key: str) -> list[bool]:
-        return [c == "1" for c in per_image[key]]
-    ref = bits("none|raw")
-    frozen = {k: bits(k) for k in per_image if k.startswith("taskcodec") and k.split("|")[0].endswith("+adapted-linear")}
+    per_image = read_per_image(table)
+    ref = per_image["none|raw"]
+    frozen = {k: v for k, v in per_image.items() if k.startswith("taskcodec") and k.split("|")[0].endswith("+adapted-linear")}
     result = {
         "what": "linear probe on reference A's pooled layer4 features (no bottleneck) for classes 50-99",
         "train_images": len(x_train), "test_images": len(correct), "epochs": args.epochs,

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taskcodec.curves import paired_difference  # noqa: E402
+from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
 
 KINDS = {"+adapted-linear": "frozen client, linear probe", "+adapted": "frozen client, adapted server", "": "client trained on B"}
@@ -47,7 +48,7 @@ def main() -> None:
     start_bench(args)
     table, logs = Path(args.out), Path(args.logs)
     rows = json.loads((table / "rate_accuracy.json").read_text())
-    per_image = json.loads((table / "rate_accuracy_per_image.json").read_text())
+    per_image = read_per_image(table)
     head = json.loads((table / "headline.json").read_text())
     ref = next(r for r in rows if r["codec"] == "none")
     jpeg = sorted((r for r in rows if r["codec"] == "jpeg"), key=lambda r: r["bytes_per_image"])
@@ -64,8 +65,8 @@ def main() -> None:
     for pt in points:
         other = trained_counterpart(pt["codec"], pt["setting"], trained)
         if pt["kind"] != KINDS[""] and other is not None:
-            mine = [c == "1" for c in per_image[f"{pt['codec']}|{pt['setting']}"]]
-            theirs = [c == "1" for c in per_image[f"{other['codec']}|{other['setting']}"]]
+            mine = per_image[f"{pt['codec']}|{pt['setting']}"]
+            theirs = per_image[f"{other['codec']}|{other['setting']}"]
             d = paired_difference(mine, theirs)
             pt |= {"diff_vs_trained_client": d["diff"], "diff_vs_trained_client_ci95": d["bootstrap_ci95"],
                    "bytes_vs_trained_client": pt["bytes_per_image"] / other["bytes_per_image"]}  # fmt: skip

@@ -213,6 +213,12 @@ def write_table(rows: list[dict], out_dir: str | Path, stem: str) -> tuple[Path,
     return csv_path, json_path
 
 
+def read_per_image(out_dir: str | Path, stem: str = "rate_accuracy") -> dict[str, list[bool]]:
+    """The per-image results :func:`write_table` wrote: ``"codec|setting"`` -> whether each image was right."""
+    per_image = json.loads((Path(out_dir) / f"{stem}_per_image.json").read_text())
+    return {key: [c == "1" for c in bits] for key, bits in per_image.items()}
+
+
 PAIRED_KEYS = ("setting", "top1", "bytes_per_image", "est_bytes_per_image", "diff_vs_ref", "diff_se", "diff_ci95_lo",
                "diff_ci95_hi", "client_macs_share", "client_encode_vs_jpeg")  # fmt: skip
 #: a client at most this share of the reference's MACs is "light" (headline.json: best_light_client)
