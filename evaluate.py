@@ -45,7 +45,7 @@ from taskcodec.evaluation import (  # noqa: E402
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import run_provenance  # noqa: E402
+from taskcodec.provenance import run_provenance, write_json  # noqa: E402
 
 
 def provenance(cfg: DictConfig, reference: dict | None = None) -> dict:
@@ -260,9 +260,9 @@ def evaluate(cfg: DictConfig) -> dict:
     reference = {"id": ref_id, "checkpoint": cfg.classifier_ckpt, "top1": next(r["top1"] for r in rows if r["codec"] == "none"),
                  "macs": ref_macs, "jpeg_q30_encode_images_per_s_one_thread": jpeg_per_s}  # fmt: skip
     head["reference"] = reference
-    (out_dir / "headline.json").write_text(json.dumps(head, indent=1))
+    write_json(out_dir / "headline.json", head)
     prov = provenance(cfg, reference) | {"wall_seconds": round(time.perf_counter() - started, 1)}
-    (out_dir / "provenance.json").write_text(json.dumps(prov, indent=1))
+    write_json(out_dir / "provenance.json", prov)
     log_to_wandb(cfg, rows, png)
     print(f"table: {csv_path}\nplot: {png}\nheadline: {json.dumps(head, indent=1)}")
     return {"rows": rows, "headline": head, "csv": str(csv_path), "png": str(png)}

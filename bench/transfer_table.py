@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import read_per_image  # noqa: E402
-from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
 KINDS = {"+adapted-linear": "frozen client, linear probe", "+adapted": "frozen client, adapted server", "": "client trained on B"}
 
@@ -92,7 +92,7 @@ def main() -> None:
               "jpeg_parity": None if jpeg_parity is None else {k: jpeg_parity[k] for k in ("setting", "bytes_per_image", "top1", "diff_vs_ref")},
               "points": points, "parity": parity, "adoption": adoption, "raw_finetune": finetune,
               **run_provenance()}  # fmt: skip
-    (table / "transfer.json").write_text(json.dumps(result, indent=1))
+    write_json(table / "transfer.json", result)
 
     lines = [f"`{result['command']}` at {result['git_revision']}" + (" (uncommitted edits)" if result["git_dirty"] else ""), "",
              f"Classes 50-99, {ref['n']} official-val images; reference B (raw pixels) top-1 {ref['top1']:.3f}.",
