@@ -102,19 +102,21 @@ def load_pair(enc_path: Path, dec_path: Path):
 
 
 def finetune_classifier(ckpt: str, train_set, holdout_set, epochs: int, lr: float = 0.01, batch_size: int = 128,
-                        seed: int = 42, root_dir: str | Path = ".") -> nn.Module:
+                        seed: int = 42, root_dir: str | Path = ".", precision: str = "32-true") -> nn.Module:
     """The seeds' fine-tuning recipe: the reference checkpoint, SGD at ``lr``, ``epochs`` over ``train_set``.
 
     One recipe for every caller (``train_on_compressed`` here, the train x test grid in
     bench/train_test_grid.py), reseeded each time, so runs on differently coded images of the same
     train set differ only in those images. The sets are ArrayImageDatasets already passed through
-    the codec; the hold-out is only Lightning's per-epoch validation here.
+    the codec; the hold-out is only Lightning's per-epoch validation here. ``precision`` is
+    Lightning's (``bf16-mixed``: autocast for the steps, fp32 weights, as the 100-class reference
+    trained); the returned classifier is fp32 and is scored in fp32.
     """
     pl.seed_everything(seed, workers=True)
     module = ClassifierModule.load_from_checkpoint(ckpt, lr=lr, warmup_epochs=0.1)
     trainer = pl.Trainer(
         max_epochs=int(epochs), accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-        deterministic=True, default_root_dir=str(root_dir), enable_progress_bar=False,
+        deterministic=True, default_root_dir=str(root_dir), enable_progress_bar=False, precision=precision,
     )  # fmt: skip
     trainer.fit(module, DataLoader(train_set, batch_size, shuffle=True), DataLoader(holdout_set, batch_size))
     return module.classifier.eval()

@@ -1,6 +1,7 @@
 """Train x test compression grid: the reference fine-tuned on coded train images, tested at every setting.
 
     OMP_NUM_THREADS=1 python bench/train_test_grid.py [--data ZIP --epochs 2 --qualities 5 10 20 50 90 --factor 2]
+        [--precision bf16-mixed]
 
 For each training setting (raw -- the control --, JPEG at each quality, downsampling by ``factor``)
 the train images are passed once through the real encoder and decoder (``map_images``) and the
@@ -57,7 +58,7 @@ def label(codec: Codec) -> str:
 
 def run_grid(
     ckpt: str, datamodule, train_codecs: list[Codec], test_codecs: list[Codec], epochs: int, lr: float = 0.01,
-    seed: int = 42, root_dir: str | Path = ".", batch_size: int = 250,
+    seed: int = 42, root_dir: str | Path = ".", batch_size: int = 250, precision: str = "32-true",
 ) -> list[dict]:  # fmt: skip
     """Every (training setting, test setting) cell, plus the untouched reference's row (train ``reference``).
 
@@ -72,7 +73,7 @@ def run_grid(
             start = time.time()
             tuned = finetune_classifier(
                 ckpt, train.map_images(codec_round_trip(codec)), holdout.map_images(codec_round_trip(codec)),
-                epochs, lr, datamodule.batch_size, seed, root_dir,
+                epochs, lr, datamodule.batch_size, seed, root_dir, precision,
             )  # fmt: skip
             classifiers = [(label(codec), tuned)]
             print(f"fine-tuned on {label(codec)} in {time.time() - start:.0f} s", flush=True)
@@ -229,6 +230,10 @@ def main() -> None:
     p.add_argument("--factor", type=int, default=2, help="downsample factor of the second grid")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument(
+        "--precision", default="32-true", choices=["32-true", "bf16-mixed"],
+        help="Lightning precision of the fine-tuning steps (scoring is always fp32); bf16-mixed as the 100-class reference",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--table", default="results/split_10cls", help="evaluate.py output for headline_fair_peer.json"
@@ -261,7 +266,7 @@ def run_and_write(args: argparse.Namespace) -> None:
     )
     codecs = [raw, *jpegs, down]
     start = time.time()
-    cells = run_grid(args.ckpt, dm, codecs, codecs, args.epochs, args.lr, args.seed, args.out)
+    cells = run_grid(args.ckpt, dm, codecs, codecs, args.epochs, args.lr, args.seed, args.out, precision=args.precision)
     names = [label(c) for c in codecs]
     families = {"jpeg": (names[:-1], names[1:-1]), "downsample": (["raw", names[-1]], [names[-1]])}
     meta = {
@@ -269,7 +274,7 @@ def run_and_write(args: argparse.Namespace) -> None:
                  f"test n={len(dm.test_set)}; cell: top-1 / vs raw-fine-tuned",
         "train_images": len(dm.train_set), "holdout_images": len(dm.holdout_set), "test_images": len(dm.test_set),
         "recipe": {"epochs": args.epochs, "lr": args.lr, "seed": args.seed, "batch_size": dm.batch_size,
-                   "from": args.ckpt, "warmup_epochs": 0.1},
+                   "from": args.ckpt, "warmup_epochs": 0.1, "precision": args.precision},
         "selection": "best cell per test setting chosen by hold-out top-1 (train split, 50/class, coded at the test setting)",
         "minutes": round((time.time() - start) / 60, 1),
         "reference_id": reference_id(args.ckpt),

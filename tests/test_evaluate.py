@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from conftest import DATA, compose_cfg
 
@@ -167,6 +168,24 @@ def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
     assert set(COLUMNS) <= set(row)
     assert (tmp_path / "out" / "grid.png").stat().st_size > 1000
     assert (tmp_path / "out" / "grid.csv").read_text().count("\n") == 1 + len(cells)
+
+
+def test_finetune_classifier_bf16_steps_fp32_weights(reference_ckpt, tmp_path) -> None:
+    """The 100-class grid fine-tunes under bf16 autocast: the steps change the weights, which stay fp32."""
+    from conftest import SAMPLE
+
+    from datamodules.tiny_imagenet import TinyImageNetDataModule
+    from evaluate import finetune_classifier
+    from taskcodec.models import load_image_classifier
+
+    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    tuned = finetune_classifier(reference_ckpt, dm.train_set, dm.holdout_set, epochs=1, batch_size=4,
+                                root_dir=tmp_path, precision="bf16-mixed")  # fmt: skip
+    before = load_image_classifier(reference_ckpt).state_dict()
+    after = tuned.state_dict()
+    assert all(v.dtype == before[k].dtype for k, v in after.items())
+    assert any(not torch.equal(v, before[k]) for k, v in after.items() if v.is_floating_point())
 
 
 def _table(top1_ft: dict) -> list[dict]:
