@@ -123,6 +123,8 @@ class JointCodecModule(pl.LightningModule):
         self.data_meta = {k: list(getattr(dm, k)) for k in ("class_names", "class_words") if getattr(dm, k, None)}
         if getattr(dm, "extra_classes", 0):  # trained with other classes' images too: tables label it apart
             self.data_meta["extra_classes"] = int(dm.extra_classes)
+        if getattr(dm, "augment_policy", None):  # trained on TrivialAugment/RandAugment views: labelled apart too
+            self.data_meta["augment_policy"] = str(dm.augment_policy)
         train_set = getattr(dm, "train_set", None)
         if train_set is not None and getattr(train_set, "images", None) is not None:  # what the model is trained on
             self.data_meta["preprocessing"] = preprocessing_config(*train_set.images.shape[1:3])

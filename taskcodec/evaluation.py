@@ -115,10 +115,11 @@ def code_and_classify(encoder: TaskCodecBase, decoder: TaskCodecBase, x: Tensor)
 
 
 def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
-    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<client>][-<head or split>][-n<decoder width>][+kd][+2stage][+x<N>][+adapted[-linear]]``, ``lmbda=...``.
+    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<client>][-<head or split>][-n<decoder width>][+kd][+2stage][+x<N>][+<augment policy>][+adapted[-linear]]``, ``lmbda=...``.
 
     ``cfg`` is the codec's config, ``meta`` its export's; ``+x<N>`` marks a client trained with the
-    images of N extra classes (``data.extra_classes``).
+    images of N extra classes (``data.extra_classes``), ``+trivialaugment`` one trained on
+    ``data.augment_policy`` views.
     """
     variant = cfg.get("head") or (f"{cfg.get('split')}-{cfg.get('entropy')}" if "split" in cfg else "")
     if "channels" in cfg:  # the light family: name the client too (its size is the point)
@@ -129,6 +130,8 @@ def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
     name += {"features": "+features", "two-stage": "+2stage"}.get(meta.get("recipe", ""), "")
     if meta.get("extra_classes"):
         name += f"+x{meta['extra_classes']}"
+    if meta.get("augment_policy"):
+        name += f"+{meta['augment_policy']}"
     if meta.get("adapted"):  # a server retrained for other classes on an unchanged client
         name += "+adapted" + ("-linear" if cfg.get("server") == "linear" else "")
     return name, f"lmbda={meta.get('lmbda')}"

@@ -340,6 +340,9 @@ def test_rows_that_would_share_a_label_are_refused() -> None:
     meta = {"distill": 0.5, "recipe": "two-stage", "lmbda": 1}
     plain, extra = codec_label("light", cfg, meta), codec_label("light", cfg, meta | {"extra_classes": 90})
     assert extra[0] == plain[0] + "+x90" and extra[1] == plain[1]
+    augmented = codec_label("light", cfg, meta | {"augment_policy": "trivialaugment"})
+    assert augmented[0] == plain[0] + "+trivialaugment"
+    check_distinct_labels([(Path("a"), plain), (Path("b"), augmented)])
     wide = codec_label("light", cfg | {"N": 192}, meta)  # a wider server decoder, the same client
     assert wide[0] == plain[0].replace("-layer1-factorized", "-layer1-factorized-n192")
     check_distinct_labels([(Path("a"), plain), (Path("b"), extra)])

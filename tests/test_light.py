@@ -139,7 +139,12 @@ def test_extra_classes_train_the_joint_codec_and_are_refused_by_the_reference(tm
               "data.batch_size=4", "data.num_workers=0", *CPU, "logger=csv", "trainer.max_epochs=1",
               "trainer.limit_val_batches=1", "test=false", "export=false", "reference_table=null"]  # fmt: skip
     result = train(compose_cfg("train.yaml", [*common, "model/codec=light", "model.codec.channels=[8,8]",
-                                              "model.codec.M=8", "model.codec.N=16"], tmp_path / "codec"))  # fmt: skip
+                                              "model.codec.M=8", "model.codec.N=16",
+                                              "data.augment_policy=trivialaugment"], tmp_path / "codec"))  # fmt: skip
     assert (tmp_path / "codec" / "result.json").is_file() and result["final_ckpt"]
+    from taskcodec.export import codec_from_checkpoint
+
+    _, meta = codec_from_checkpoint(result["final_ckpt"])  # what tables label the client by
+    assert meta["extra_classes"] == 1 and meta["augment_policy"] == "trivialaugment"
     with pytest.raises(ConfigError, match="extra_classes"):
         train(compose_cfg("train.yaml", [*common, "experiment=reference"], tmp_path / "ref"))
