@@ -16,7 +16,6 @@ Writes ``bit_allocation.json`` (stats, checks, per-image shares), ``bitmap_grid.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from taskcodec.analysis.bits import (  # noqa: E402
 from taskcodec.baselines import JPEG  # noqa: E402
 from taskcodec.evaluation import to_tensor  # noqa: E402
 from taskcodec.export import load_encoder  # noqa: E402
-from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
 
 
 def shares(maps, boxes) -> dict:
@@ -173,7 +172,7 @@ def main() -> None:
     )
     summary = {"n_images": len(images), "mean_box_area_share": float(np.mean(area)),
                "box_area_share": [round(a, 5) for a in area], "codecs": results}  # fmt: skip
-    (out / "bit_allocation.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "bit_allocation.json", summary)
     write_provenance(out / "provenance.json", torch_threads=torch.get_num_threads(), data=args.data,
                      num_classes=args.num_classes)  # fmt: skip
     print(f"wrote {out}/bit_allocation.json, bitmap_grid.png, provenance.json")

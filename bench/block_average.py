@@ -15,7 +15,6 @@ the same images) and provenance.json.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import add_paired, evaluate_baseline, plot_rate_accuracy, write_table  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
 
 SMALL = [("png", None), ("webp_lossless", None), ("webp", 50), ("jpeg", 50)]
 
@@ -93,7 +92,7 @@ def main() -> None:
                 "top1_plain": plain["top1"], "top1_with_side": side["top1"],
                 "paired_diff_side_minus_plain": d["diff"], "paired_ci95": d["bootstrap_ci95"],
             })  # fmt: skip
-    (out / "side_channel.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "side_channel.json", summary)
     write_provenance(out / "provenance.json", args=vars(args))
     for s in summary:
         print(

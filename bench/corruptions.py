@@ -18,7 +18,6 @@ of each learned codec from JPEG, and the byte distribution (mean, p50, p99, max)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import classify, code_and_classify, to_tensor  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
 
 
 def byte_stats(sizes: list[int]) -> dict:
@@ -104,8 +103,8 @@ def main() -> None:
         print(f"{corruption:>16} s{severity}: " + "  ".join(f"{k} {v[1].mean():.3f}/{np.mean(v[0]):.0f}B" for k, v in results.items()), flush=True)
     elapsed = time.perf_counter() - t0
 
-    (out / "corruptions.json").write_text(json.dumps(rows, indent=1))
-    (out / "bytes_per_image.json").write_text(json.dumps(per_image_bytes))
+    write_json(out / "corruptions.json", rows)
+    write_json(out / "bytes_per_image.json", per_image_bytes, indent=None)
     write_csv(rows, out / "corruptions.csv")
     plot(rows, per_image_bytes, out, args.jpeg_quality)
     write_provenance(out / "provenance.json", images=len(labels), codecs={k: v[2] for k, v in codecs.items()},

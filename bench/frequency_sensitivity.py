@@ -49,7 +49,7 @@ from taskcodec.evaluation import (  # noqa: E402
 )
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
 TABLES = {"qtables.json": 1.0, "qtables_gamma0.5.json": 0.5}
 
@@ -58,7 +58,7 @@ def record_run(out: Path, args: argparse.Namespace) -> None:
     """Append this finished run to provenance.json (stages may be separate runs into one folder)."""
     old = json.loads(prov.read_text()) if (prov := out / "provenance.json").is_file() else {"runs": []}
     runs = old.get("runs", [old])  # a single-run file from before runs were listed is the first run
-    prov.write_text(json.dumps({"runs": [*runs, run_provenance(args=vars(args))]}, indent=1))
+    write_json(prov, {"runs": [*runs, run_provenance(args=vars(args))]})
 
 
 def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -88,7 +88,7 @@ def sensitivity_maps(args, images, labels, out: Path) -> dict:
             res |= {"encoder": args.encoder, "decoder": args.decoder}
         else:
             res["classifier_ckpt"] = args.classifier_ckpt
-        (out / f"sensitivity_{name}.json").write_text(json.dumps(res, indent=1))
+        write_json(out / f"sensitivity_{name}.json", res)
         results[name] = res
         print(f"{name}: {res['seconds']} s, unperturbed top-1 {res['top1_unperturbed']:.3f}")
     return results
@@ -147,7 +147,7 @@ def main() -> None:
     for fname, gamma in TABLES.items():
         tables = derive_qtables(results["reference"], args.metric, gamma)
         tables["source"] = "sensitivity_reference.json"
-        (out / fname).write_text(json.dumps(tables, indent=1))
+        write_json(out / fname, tables)
 
     classifier = load_image_classifier(args.classifier_ckpt)
     rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels)]
@@ -206,7 +206,7 @@ def main() -> None:
                     "diff": d["diff"], "bootstrap_ci95": d["bootstrap_ci95"],
                 }  # fmt: skip
         comparison["points"].append(entry)
-    (out / "comparison.json").write_text(json.dumps(comparison, indent=1))
+    write_json(out / "comparison.json", comparison)
     record_run(out, args)
     print(json.dumps(comparison, indent=1))
 

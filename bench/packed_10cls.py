@@ -43,7 +43,7 @@ from taskcodec.bitstream import unpack_record  # noqa: E402
 from taskcodec.datasets import tiny_imagenet_split  # noqa: E402
 from taskcodec.export import load_decoder, load_encoder  # noqa: E402
 from taskcodec.pack import read_manifest, read_shard, shard_paths  # noqa: E402
-from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
 EXPORT = ROOT / "logs" / "split_sweep" / "10cls" / "layer4" / "3" / "export"
 
@@ -188,7 +188,7 @@ def main() -> None:
     )  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out / "result.json", result)
     (out / "README.md").write_text(readme(result))
     print(json.dumps({k: v for k, v in result.items() if "top1" in k or k.startswith("latents")}, indent=1))
 

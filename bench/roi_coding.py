@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from taskcodec.analysis.bits import box_share, box_share_stats  # noqa: E402
 from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.evaluation import add_paired, evaluate_baseline, plot_rate_accuracy, write_table  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
-from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
 
 
 def sources(args: argparse.Namespace) -> list[dict]:
@@ -113,7 +112,7 @@ def main() -> None:
     classifier = load_image_classifier(args.classifier_ckpt)
 
     cost = costs(args, images, boxes)
-    (out / "costs.json").write_text(json.dumps(cost, indent=1))
+    write_json(out / "costs.json", cost)
     rows = [evaluate_baseline(make_codec("none", None), classifier, images, labels)]
     for q in args.jpeg_qualities:
         rows.append(evaluate_baseline(make_codec("jpeg", q), classifier, images, labels))

@@ -38,7 +38,7 @@ from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import evaluate_baseline  # noqa: E402
-from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
 
 
 def png_bytes(image: np.ndarray) -> int:
@@ -219,7 +219,7 @@ def main() -> None:
         "warmup_steps": args.warmup_steps, "batch_size": dm.batch_size, "lr": 0.1, "seed": args.seed,
         "full_set_epochs_equivalent": args.steps * dm.batch_size / len(train)}, "points": points,
     }  # fmt: skip
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "result.json", result)
     plot(points, out / "storage_budget.png", title(result, args.num_classes))
     write_provenance(out / "provenance.json", args=vars(args), torch_threads=torch.get_num_threads())
     print(json.dumps(result, indent=1))

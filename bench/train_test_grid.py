@@ -42,7 +42,7 @@ from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import COLUMNS, add_paired, evaluate_baseline, headline, read_per_image  # noqa: E402
 from taskcodec.models import load_image_classifier  # noqa: E402
 from taskcodec.models.classifier import reference_id  # noqa: E402
-from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
 
 REFERENCE = "reference"  # the training "setting" of the untouched reference checkpoint
 CELL_KEYS = [
@@ -199,9 +199,9 @@ def write_outputs(
         "best_cell_by_holdout": selection,
         "cells": [{k: c.get(k) for k in CELL_KEYS} for c in cells],
     }
-    (out / "grid.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "grid.json", summary)
     # rows name the reference they were measured against: evaluate.py joins them only to its table
-    (out / "finetuned_rows.json").write_text(json.dumps([r | {"reference_id": meta.get("reference_id")} for r in rows]))
+    write_json(out / "finetuned_rows.json", [r | {"reference_id": meta.get("reference_id")} for r in rows], indent=None)
     plot_grid(cells, trains, tests, out / "grid.png", meta.get("title", ""))
     return summary
 
@@ -248,7 +248,7 @@ def main() -> None:
         run_and_write(args)
     if (table / "rate_accuracy.json").is_file():
         head = fair_peer_headline(table, out / "finetuned_rows.json")
-        (out / "headline_fair_peer.json").write_text(json.dumps({"table": str(table)} | head, indent=1))
+        write_json(out / "headline_fair_peer.json", {"table": str(table)} | head)
         print(f"headline with the fair peer: {out / 'headline_fair_peer.json'}")
 
 

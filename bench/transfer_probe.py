@@ -27,7 +27,7 @@ from datamodules.tiny_imagenet import TinyImageNetDataModule  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.models.classifier import load_image_classifier  # noqa: E402
-from taskcodec.provenance import bench_parser, run_provenance, start_bench  # noqa: E402
+from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
 
 @torch.no_grad()
@@ -87,7 +87,7 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         **run_provenance(),
     }  # fmt: skip
-    (table / "backbone_probe.json").write_text(json.dumps(result, indent=1))
+    write_json(table / "backbone_probe.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "frozen_client_linear_probe_vs_this"}, indent=1))
     for k, v in result["frozen_client_linear_probe_vs_this"].items():
         print(f"{k}: {v['diff']:+.3f} {v['bootstrap_ci95']}")

@@ -24,6 +24,7 @@ from taskcodec.curves import binomial_stderr, bytes_at_accuracy, paired_differen
 from taskcodec.io import to_tensor  # one conversion for one image or a batch (benches import it from here)
 from taskcodec.label import LabelCodec
 from taskcodec.models import TaskCodecBase
+from taskcodec.provenance import write_json
 
 COLUMNS = [
     "codec", "setting", "bytes_per_image", "payload_bytes_per_image", "est_bytes_per_image",
@@ -210,9 +211,9 @@ def write_table(rows: list[dict], out_dir: str | Path, stem: str) -> tuple[Path,
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    json_path.write_text(json.dumps([{k: r.get(k) for k in COLUMNS} for r in rows], indent=1))
+    write_json(json_path, [{k: r.get(k) for k in COLUMNS} for r in rows])
     per_image = {f"{r['codec']}|{r['setting']}": "".join("1" if c else "0" for c in r["correct"]) for r in rows if r.get("correct")}
-    (out / f"{stem}_per_image.json").write_text(json.dumps(per_image))
+    write_json(out / f"{stem}_per_image.json", per_image, indent=None)
     return csv_path, json_path
 
 

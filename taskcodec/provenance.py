@@ -38,8 +38,8 @@ def run_provenance(**extra) -> dict:
     }
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as JSON (indent 1) to ``path``, creating parent folders.
+def write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON (``indent`` 1; ``None``: one line) to ``path``, creating parent folders.
 
     The file is written to a temporary name beside ``path`` and then renamed, so an interrupted run
     never leaves a half-written record that looks like a finished one.
@@ -49,7 +49,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
+            json.dump(obj, f, indent=indent)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

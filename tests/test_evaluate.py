@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from conftest import DATA, compose_cfg
 
 from evaluate import evaluate

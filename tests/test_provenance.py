@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from taskcodec.provenance import ROOT, bench_parser, default_data, start_bench, write_provenance
+from taskcodec.provenance import ROOT, bench_parser, default_data, start_bench, write_json, write_provenance
 
 SHARED_ZIP = str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip")
 
@@ -74,6 +74,15 @@ def test_write_provenance_leaves_nothing_when_it_fails(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_write_json_replaces_a_record_whole_or_not_at_all(tmp_path) -> None:
+    path = tmp_path / "rows.json"
+    write_json(path, {"a": [1, 2]}, indent=None)
+    assert path.read_text() == '{"a": [1, 2]}'  # one line: the per-image files
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": [1, 2]} and list(tmp_path.iterdir()) == [path]
+
+
 def test_import_does_not_load_torch() -> None:
     code = "import sys, taskcodec.provenance; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
@@ -85,6 +94,7 @@ def test_bench_scripts_use_the_shared_helpers() -> None:
         text = script.read_text()
         assert "rev-parse" not in text, f"{script.name}: use taskcodec.provenance, not git itself"
         assert 'tiny-imagenet-100.zip"' not in text, f"{script.name}: use bench_parser's --data"
+        assert "write_text(json.dumps" not in text, f"{script.name}: write records with write_json (atomic)"
         if "argparse.ArgumentParser(" in text:
             pytest.fail(f"{script.name}: build the parser with taskcodec.provenance.bench_parser")
 
