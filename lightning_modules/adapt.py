@@ -10,7 +10,6 @@ A new verb of the same kind is a function like :func:`adapt` here plus a line in
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from taskcodec.adapt import export_server
 from taskcodec.errors import ConfigError
 from taskcodec.export import ENCODER_KIND, codec_from_export, read_export
 from taskcodec.pack import open_source, pack, read_shard, shard_paths
+from taskcodec.provenance import write_json
 
 
 def adapt(
@@ -99,5 +99,5 @@ def adapt(
     decoder = export_server(module.codec, client_meta, out, data.class_names, data.class_words, encoder,
                             extra_meta={k: summary[k] for k in ("dataset", "first_class", "num_classes", "epochs", "holdout_top1")})  # fmt: skip
     summary["decoder"] = str(decoder)
-    (out / "adapt.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "adapt.json", summary)
     return summary
