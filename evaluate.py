@@ -108,12 +108,17 @@ def finetune_classifier(ckpt: str, train_set, holdout_set, epochs: int, lr: floa
     One recipe for every caller (``train_on_compressed`` here, the train x test grid in
     bench/train_test_grid.py), reseeded each time, so runs on differently coded images of the same
     train set differ only in those images. The sets are ArrayImageDatasets already passed through
-    the codec; the hold-out is only Lightning's per-epoch validation here. ``precision`` is
+    the codec; the hold-out is only Lightning's per-epoch validation here. A reference trained with an
+    EMA (the strong references) starts from its EMA weights, which are what it was measured with.
+    ``precision`` is
     Lightning's (``bf16-mixed``: autocast for the steps, fp32 weights, as the 100-class reference
     trained); the returned classifier is fp32 and is scored in fp32.
     """
     pl.seed_everything(seed, workers=True)
     module = ClassifierModule.load_from_checkpoint(ckpt, lr=lr, warmup_epochs=0.1)
+    if module.ema is not None:  # the reference *is* the EMA of its weights: fine-tune those, not the live ones
+        module.classifier.load_state_dict(module.ema.module.state_dict())
+        module.ema = None  # and return what was fine-tuned (two epochs are too short for a new average)
     trainer = pl.Trainer(
         max_epochs=int(epochs), accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
         deterministic=True, default_root_dir=str(root_dir), enable_progress_bar=False, precision=precision,

@@ -188,6 +188,26 @@ def test_finetune_classifier_bf16_steps_fp32_weights(reference_ckpt, tmp_path) -
     assert any(not torch.equal(v, before[k]) for k, v in after.items() if v.is_floating_point())
 
 
+def test_finetune_classifier_starts_from_the_ema_weights(reference_ckpt, tmp_path) -> None:
+    """The reference is its EMA; fine-tuning (here at lr 0, so nothing moves) starts from those weights."""
+    from conftest import SAMPLE
+
+    from datamodules.tiny_imagenet import TinyImageNetDataModule
+    from evaluate import finetune_classifier
+    from taskcodec.models import load_image_classifier
+
+    live = {k.removeprefix("classifier."): v for k, v in torch.load(reference_ckpt, weights_only=False)["state_dict"].items()
+            if k.startswith("classifier.")}  # fmt: skip
+    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    tuned = finetune_classifier(reference_ckpt, dm.train_set, dm.holdout_set, epochs=1, lr=0.0, batch_size=4, root_dir=tmp_path)
+    reference = dict(load_image_classifier(reference_ckpt).named_parameters())
+    params = dict(tuned.named_parameters())
+    assert params.keys() == reference.keys()
+    assert all(torch.equal(v, reference[k]) for k, v in params.items())
+    assert any(not torch.equal(v, live[k]) for k, v in params.items())  # the live weights are another model
+
+
 def _table(top1_ft: dict) -> list[dict]:
     rows = table_rows()
     for (q, b), top1 in zip([("q=10", 500), ("q=50", 1000), ("q=90", 2000)], top1_ft.values(), strict=True):
