@@ -12,7 +12,7 @@ back identical). A quality equal to the source's re-quantises with the same tabl
 lossless: the JPEG point there is the source file with its Huffman tables optimised, not a new
 trade-off. Below it, the images are compressed twice (the `q=50` step sizes are twice `q=75`'s).
 
-Writes source_jpeg.json and provenance.json to ``--out``. No torch work (the data module decodes).
+Writes source_jpeg.json and provenance.json to ``--out``. No torch work.
 """
 
 from __future__ import annotations
@@ -27,21 +27,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from taskcodec.analysis.frequency import STANDARD_LUMA  # noqa: E402
 from taskcodec.baselines import make_codec  # noqa: E402
 from taskcodec.baselines.jpeg import libjpeg_scaled  # noqa: E402
+from taskcodec.datasets import tiny_imagenet_split  # noqa: E402
 from taskcodec.errors import DataError  # noqa: E402
+from taskcodec.io import read_rgb  # noqa: E402
 from taskcodec.provenance import bench_parser, start_bench, write_json, write_provenance  # noqa: E402
-
-# libjpeg's standard luminance table (ITU-T T.81 Annex K), row by row: the order Pillow reports tables in
-STANDARD_LUMA = [
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-]  # fmt: skip
 
 
 def libjpeg_quality(luma_table: list[int]) -> int | None:
-    """The libjpeg quality (1..100) whose scaled standard luminance table is ``luma_table``, else None."""
+    """The libjpeg quality (1..100) whose scaled standard luminance table is ``luma_table``, else None.
+
+    Both tables are row by row (natural order), the order Pillow reports a file's tables in.
+    """
     table = list(luma_table)
     return next((q for q in range(1, 101) if libjpeg_scaled(STANDARD_LUMA, q) == table), None)
 
@@ -88,20 +87,15 @@ def main() -> None:
     p.add_argument("--qualities", type=int, nargs="+", default=[20, 30, 50, 75, 90])
     args = p.parse_args()
     start_bench(args)
-    from datamodules.tiny_imagenet import TinyImageNetDataModule
-    from taskcodec.datasets import _TinyImageNetTree, locate_tiny_imagenet
-
-    dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
-    dm.setup("test")
-    images, files = dm.test_set.images, dm.test_set.names
-    tree = _TinyImageNetTree(locate_tiny_imagenet(args.data))
-    try:
-        sources = [describe_source(tree.read(f)) for f in files]
-    finally:
-        tree.close()
+    split = tiny_imagenet_split(args.data, "val", num_classes=args.num_classes)
+    sources, images = [], []
+    for i, name in enumerate(split.names):  # each file read once: described as stored, decoded as the tables decode it
+        data = split.read(i)
+        sources.append(describe_source(data))
+        images.append(read_rgb(data, name))
     qualities = Counter(s["quality"] for s in sources)
     result = {
-        "images": len(files),
+        "images": len(split),
         "source": {
             "file_bytes_per_image": float(np.mean([s["bytes"] for s in sources])),
             "formats": dict(Counter(s["format"] for s in sources)),
@@ -113,7 +107,7 @@ def main() -> None:
     out = Path(args.out)
     write_json(out / "source_jpeg.json", result)
     write_provenance(out / "provenance.json", args=vars(args))
-    print(f"{len(files)} images; source: {result['source']}")
+    print(f"{len(split)} images; source: {result['source']}")
     for r in result["requantised"]:
         print(f"  q={r['quality']:>3}: {r['file_bytes_per_image']:7.1f} B, MAE {r['mae']:.2f}, PSNR {r['psnr_db']:.1f} dB, "
               f"identical {r['identical_share']:.1%}")  # fmt: skip
