@@ -29,6 +29,16 @@ TINY_CODEC = ["model.codec.M=8", "model.codec.N=16"]
 CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
 
 
+def bench_module(name: str):
+    """bench/<name>.py, imported by path (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
     """Compose a config the way the scripts do, with outputs in ``tmp_path``."""
     GlobalHydra.instance().clear()

@@ -491,36 +491,25 @@ def test_jpeg_qtable_rejects_bad_tables(tables):
         make_codec("jpeg_qtable", {"quality": 50, "tables": tables})
 
 
-def _source_jpeg():
-    """bench/source_jpeg.py, imported by path (bench/ is scripts, not a package)."""
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("source_jpeg", ROOT / "bench" / "source_jpeg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_source_jpeg_reads_a_files_libjpeg_quality_and_requantises_it_almost_losslessly(image) -> None:
     """A file saved at libjpeg quality q reports q; re-encoding its pixels at q changes them far less than below q."""
+    from conftest import bench_module
+
     from taskcodec.errors import DataError
 
-    bench = _source_jpeg()
-    smooth = image
+    bench = bench_module("source_jpeg")
     buf = io.BytesIO()
-    Image.fromarray(smooth).save(buf, format="JPEG", quality=75)
+    Image.fromarray(image).save(buf, format="JPEG", quality=75)
     described = bench.describe_source(buf.getvalue())
     assert described == {"bytes": len(buf.getvalue()), "format": "JPEG", "subsampling": "4:2:0", "quality": 75}
     source = np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))[None]
     same, lower = bench.requantise(source, 75), bench.requantise(source, 50)
     assert same["mae"] < lower["mae"] / 3 and same["file_bytes_per_image"] > lower["file_bytes_per_image"]
     custom = io.BytesIO()
-    Image.fromarray(smooth).save(custom, format="JPEG", qtables=[[7] * 64, [9] * 64])
+    Image.fromarray(image).save(custom, format="JPEG", qtables=[[7] * 64, [9] * 64])
     assert bench.describe_source(custom.getvalue())["quality"] is None  # not a libjpeg standard table
     png = io.BytesIO()
-    Image.fromarray(smooth).save(png, format="PNG")
+    Image.fromarray(image).save(png, format="PNG")
     assert bench.describe_source(png.getvalue())["format"] == "PNG"
     with pytest.raises(DataError, match="not a readable image"):
         bench.describe_source(b"not an image")

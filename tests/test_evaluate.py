@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA, compose_cfg
+from conftest import DATA, bench_module, compose_cfg
 
 from evaluate import evaluate
 from taskcodec.errors import CheckpointError
@@ -120,29 +120,24 @@ def test_headline_points_below_parity() -> None:
     assert dear["jpeg_payload_bytes"] == pytest.approx(700)
 
 
-def _bench_module(name: str):
-    """bench/<name>.py, imported by path (bench/ is scripts, not a package)."""
-    import importlib.util
+def _tiny_datamodule(stages=("fit",)):
+    """The sample data's 3 classes, 2 hold-out images each, set up for ``stages``."""
+    from conftest import SAMPLE
 
-    from conftest import ROOT
+    from datamodules.tiny_imagenet import TinyImageNetDataModule
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
+    for stage in stages:
+        dm.setup(stage)
+    return dm
 
 
 def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
     """A 2x2 grid (raw, JPEG q=10) on the sample data: well-formed cells, rows, and hold-out selection."""
-    from conftest import SAMPLE
-
-    from datamodules.tiny_imagenet import TinyImageNetDataModule
     from taskcodec.baselines import make_codec
 
-    grid = _bench_module("train_test_grid")
-    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
-    dm.setup("fit")
-    dm.setup("test")
+    grid = bench_module("train_test_grid")
+    dm = _tiny_datamodule(("fit", "test"))
     codecs = [make_codec("none"), make_codec("jpeg", 10)]
     cells = grid.run_grid(reference_ckpt, dm, codecs, codecs, epochs=1, root_dir=tmp_path)
     assert [(c["train"], c["test"]) for c in cells] == [
@@ -172,14 +167,10 @@ def test_train_test_grid_2x2(reference_ckpt, tmp_path) -> None:
 
 def test_finetune_classifier_bf16_steps_fp32_weights(reference_ckpt, tmp_path) -> None:
     """The 100-class grid fine-tunes under bf16 autocast: the steps change the weights, which stay fp32."""
-    from conftest import SAMPLE
-
-    from datamodules.tiny_imagenet import TinyImageNetDataModule
     from evaluate import finetune_classifier
     from taskcodec.models import load_image_classifier
 
-    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
-    dm.setup("fit")
+    dm = _tiny_datamodule()
     tuned = finetune_classifier(reference_ckpt, dm.train_set, dm.holdout_set, epochs=1, batch_size=4,
                                 root_dir=tmp_path, precision="bf16-mixed")  # fmt: skip
     before = load_image_classifier(reference_ckpt).state_dict()
@@ -190,16 +181,12 @@ def test_finetune_classifier_bf16_steps_fp32_weights(reference_ckpt, tmp_path) -
 
 def test_finetune_classifier_starts_from_the_ema_weights(reference_ckpt, tmp_path) -> None:
     """The reference is its EMA; fine-tuning (here at lr 0, so nothing moves) starts from those weights."""
-    from conftest import SAMPLE
-
-    from datamodules.tiny_imagenet import TinyImageNetDataModule
     from evaluate import finetune_classifier
     from taskcodec.models import load_image_classifier
 
     live = {k.removeprefix("classifier."): v for k, v in torch.load(reference_ckpt, weights_only=False)["state_dict"].items()
             if k.startswith("classifier.")}  # fmt: skip
-    dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=2, batch_size=4, num_workers=0)
-    dm.setup("fit")
+    dm = _tiny_datamodule()
     tuned = finetune_classifier(reference_ckpt, dm.train_set, dm.holdout_set, epochs=1, lr=0.0, batch_size=4, root_dir=tmp_path)
     reference = dict(load_image_classifier(reference_ckpt).named_parameters())
     params = dict(tuned.named_parameters())
@@ -266,7 +253,7 @@ def test_evaluate_extra_rows_and_new_baselines(reference_ckpt, tmp_path) -> None
     with pytest.raises(ConfigError, match="does not exist"):
         join_extra_rows(rows, [tmp_path / "missing.json"], 6, ref)
     # bench/train_test_grid.py --peer-only makes the same join on a finished table, re-measuring nothing
-    head = _bench_module("train_test_grid").fair_peer_headline(tmp_path / "a", tmp_path / "extra.json")
+    head = bench_module("train_test_grid").fair_peer_headline(tmp_path / "a", tmp_path / "extra.json")
     assert head["reference_top1"] == first[0]["top1"]
 
 
@@ -286,7 +273,7 @@ def test_storage_budget_subsets_fit_the_budget() -> None:
 
     from datamodules.tiny_imagenet import TinyImageNetDataModule
 
-    sb = _bench_module("storage_budget")
+    sb = bench_module("storage_budget")
     dm = TinyImageNetDataModule(root=str(SAMPLE), num_classes=3, holdout_per_class=0, batch_size=4, num_workers=0)
     dm.setup("fit")
     labels = np.asarray(dm.train_set.labels)
@@ -372,7 +359,7 @@ def test_rows_that_would_share_a_label_are_refused() -> None:
 
 def test_transfer_table_pairs_a_frozen_client_with_the_same_codec_trained_on_b() -> None:
     """bench/transfer_table.py compares A's frozen client with B's client of the same codec and setting."""
-    pair = _bench_module("transfer_table").trained_counterpart
+    pair = bench_module("transfer_table").trained_counterpart
     light, split = "taskcodec-light-8x16x32k3relu-layer1-factorized+kd+2stage", "taskcodec-split-layer4-hyperprior+kd"
     trained = [{"codec": split, "setting": "lmbda=1"}, {"codec": light, "setting": "lmbda=1"}, {"codec": split, "setting": "lmbda=0.3"}]
     assert pair(light + "+adapted", "lmbda=1", trained)["codec"] == light  # not the split row of the same λ
@@ -386,7 +373,7 @@ def test_learning_curves_reads_holdout_and_train_top1_across_resumed_logs(tmp_pa
     """bench/learning_curves.py joins a run's resumed CSV logs per epoch, with the train top-1 beside the hold-out one."""
     from taskcodec.errors import DataError
 
-    lc = _bench_module("learning_curves")
+    lc = bench_module("learning_curves")
     run = tmp_path / "logs" / "light" / "c1" / "task"
     head = "epoch,step,time/elapsed_s,train/acc,train/loss,val/acc,val/loss,test/acc,test/top5\n"
     (run / "csv").mkdir(parents=True)
@@ -412,7 +399,7 @@ def test_paired_rows_compares_two_rows_of_one_table_image_by_image(tmp_path) -> 
     """bench/paired_rows.py: A minus B on the same images, with an interval; an unknown row is a DataError."""
     from taskcodec.errors import DataError
 
-    compare = _bench_module("paired_rows").compare
+    compare = bench_module("paired_rows").compare
     rows = [{"codec": "a", "setting": "s", "top1": 0.75, "bytes_per_image": 50.0},
             {"codec": "b", "setting": "s", "top1": 0.5, "bytes_per_image": 100.0}]  # fmt: skip
     (tmp_path / "rate_accuracy.json").write_text(json.dumps(rows))
