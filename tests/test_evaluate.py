@@ -411,3 +411,40 @@ def test_paired_rows_compares_two_rows_of_one_table_image_by_image(tmp_path) -> 
         compare(tmp_path, [("a|s", "c|s")])
     with pytest.raises(DataError, match="run evaluate.py"):
         compare(tmp_path / "missing", [("a|s", "b|s")])
+
+
+def test_unseen_classes_codes_both_clients_for_real_and_pairs_them(tmp_path, monkeypatch) -> None:
+    """bench/unseen_classes.py: both exports coded on the same images, the paired difference, the 3 pt / 1.5x target."""
+    import sys
+
+    from conftest import SAMPLE
+    from tiny_codec import export_tiny
+
+    from taskcodec.curves import paired_difference
+    from taskcodec.errors import ConfigError
+
+    bench = bench_module("unseen_classes")
+    trained = {"correct": [True] * 90 + [False] * 10, "bytes_per_image": 20.0}
+    close = {"correct": [True] * 88 + [False] * 12, "bytes_per_image": 29.0}
+    far = {"correct": [True] * 80 + [False] * 20, "bytes_per_image": 20.0}
+    assert bench.compare(trained, close)["target_met"]  # -2 pt at 1.45x
+    assert not bench.compare(trained, far)["target_met"] and not bench.compare(trained, far)["within_margin"]
+    costly = bench.compare(trained, {**close, "bytes_per_image": 31.0})
+    assert costly["within_margin"] and not costly["within_bytes"] and not costly["target_met"]
+
+    export_tiny(tmp_path / "trained", "split")
+    export_tiny(tmp_path / "adapted", "light", channels=[8, 16, 32], kernel=3, act="relu", entropy="factorized")
+    out = tmp_path / "out"
+    argv = ["unseen_classes.py", "--data", str(SAMPLE), "--first-class", "0", "--num-classes", "3", "--threads", "1",
+            "--trained", str(tmp_path / "trained"), "--adapted", str(tmp_path / "adapted"), "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    r = json.loads((out / "unseen.json").read_text())
+    assert r["test_images"] == len(r["per_image"]["trained"]) > 0 and r["adapt"] is None
+    assert r["trained"]["codec"].startswith("taskcodec-split") and r["adapted"]["codec"].startswith("taskcodec-light")
+    assert r["adapted"]["bytes_per_image"] > 1 and r["comparison"]["diff_vs_trained"] == json.loads(
+        json.dumps(paired_difference(r["per_image"]["adapted"], r["per_image"]["trained"])))  # fmt: skip
+    assert "Frozen minus trained" in (out / "unseen.md").read_text()
+    export_tiny(tmp_path / "adapted", "split")  # a second pair in one folder: which one is meant?
+    with pytest.raises(ConfigError, match="exactly one"):
+        bench.main()
