@@ -413,6 +413,35 @@ def test_paired_rows_compares_two_rows_of_one_table_image_by_image(tmp_path) -> 
         compare(tmp_path / "missing", [("a|s", "b|s")])
 
 
+def test_paired_rows_pairs_rows_of_two_tables_only_on_the_same_reference_and_images(tmp_path) -> None:
+    """TABLE::codec|setting names a row of another table (two runs with one label); refused unless one reference, same images."""
+    from taskcodec.errors import DataError
+
+    compare = bench_module("paired_rows").compare
+
+    def table(name: str, ref_id: str, ref_bits: str, a_bits: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"codec": "none", "setting": "raw", "top1": 0.5, "bytes_per_image": 100.0},
+                {"codec": "a", "setting": "s", "top1": a_bits.count("1") / len(a_bits), "bytes_per_image": 10.0}]  # fmt: skip
+        (d / "rate_accuracy.json").write_text(json.dumps(rows))
+        (d / "rate_accuracy_per_image.json").write_text(json.dumps({"none|raw": ref_bits, "a|s": a_bits}))
+        (d / "headline.json").write_text(json.dumps({"reference": {"id": ref_id}}))
+        return d
+
+    short, long = table("short", "r1", "10" * 50, "1000" * 25), table("long", "r1", "10" * 50, "1100" * 25)
+    (q,) = compare(long, [("a|s", f"{short}::a|s")])
+    assert q["diff"] == pytest.approx(0.25) and q["b"] == f"{short}::a|s" and q["images"] == 100
+    other_ref = table("other", "r2", "10" * 50, "1000" * 25)
+    with pytest.raises(DataError, match="same reference on the same images"):
+        compare(long, [("a|s", f"{other_ref}::a|s")])
+    other_images = table("shuffled", "r1", "01" * 50, "1000" * 25)
+    with pytest.raises(DataError, match="same reference on the same images"):
+        compare(long, [("a|s", f"{other_images}::a|s")])
+    with pytest.raises(DataError, match="has no row"):
+        compare(long, [("a|s", f"{short}::b|s")])
+
+
 def test_unseen_classes_codes_both_clients_for_real_and_pairs_them(tmp_path, monkeypatch) -> None:
     """bench/unseen_classes.py: both exports coded on the same images, the paired difference, the 3 pt / 1.5x target."""
     import sys
