@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules.tiny_imagenet import TinyImageNetDataModule  # noqa: E402
 from taskcodec.curves import paired_difference  # noqa: E402
+from taskcodec.errors import ConfigError  # noqa: E402
 from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
 MARGIN = 0.03  # "within 3 pt"
@@ -40,8 +41,6 @@ def evaluate_dir(path: Path, images: np.ndarray, labels: np.ndarray) -> dict:
 
     pairs = codec_exports([str(path)])
     if len(pairs) != 1:
-        from taskcodec.errors import ConfigError
-
         raise ConfigError(f"{path} holds {len(pairs)} encoder/decoder pairs; give the folder of exactly one")
     encoder, decoder, meta = load_pair(*pairs[0])
     row = evaluate_taskcodec(encoder.eval(), decoder.eval(), images, labels, meta=meta)
@@ -53,13 +52,14 @@ def compare(trained: dict, adapted: dict, margin: float = MARGIN, bytes_ratio: f
     """The frozen client's adapted server against the trained client, on the same images."""
     diff = paired_difference(adapted["correct"], trained["correct"])
     ratio = adapted["bytes_per_image"] / trained["bytes_per_image"]
+    within_margin, within_bytes = diff["diff"] >= -margin, ratio <= bytes_ratio
     return {
         "diff_vs_trained": diff,
         "bytes_ratio": ratio,
-        "within_margin": diff["diff"] >= -margin,
-        "within_bytes": ratio <= bytes_ratio,
+        "within_margin": within_margin,
+        "within_bytes": within_bytes,
         "target": f"frozen client within {margin * 100:g} pt of the trained one at <= {bytes_ratio:g}x its bytes",
-        "target_met": diff["diff"] >= -margin and ratio <= bytes_ratio,
+        "target_met": within_margin and within_bytes,
     }
 
 
@@ -114,10 +114,10 @@ def main() -> None:
         **run_provenance(),
     }  # fmt: skip
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "unseen.json", result)
-    (out / "unseen.md").write_text(markdown(result))
-    print(markdown(result))
+    write_json(out / "unseen.json", result)  # creates the folder
+    summary = markdown(result)
+    (out / "unseen.md").write_text(summary)
+    print(summary)
 
 
 if __name__ == "__main__":
