@@ -22,7 +22,8 @@ from taskcodec.curves import paired_difference  # noqa: E402
 from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.provenance import bench_parser, run_provenance, start_bench, write_json  # noqa: E402
 
-KINDS = {"+adapted-linear": "frozen client, linear probe", "+adapted": "frozen client, adapted server", "": "client trained on B"}
+KINDS = {"+adapted-linear": "frozen client, linear probe", "+adapted-kd": "frozen client, adapted server (KD)",
+         "+adapted": "frozen client, adapted server", "": "client trained on B"}  # fmt: skip
 
 
 def kind_of(codec: str) -> str:
@@ -80,7 +81,8 @@ def main() -> None:
         a = json.loads((folder / "adapt.json").read_text())
         adoption.append({"run": str(folder), "server": a["server"], "record_bytes_per_image": a["record_bytes_per_image"],
                          "holdout_top1": a["holdout_top1"], "pack_seconds": a["pack_seconds"],
-                         "train_seconds": a["train_seconds"], "epochs": a["epochs"], "images": a["images"]})  # fmt: skip
+                         "train_seconds": a["train_seconds"], "epochs": a["epochs"], "images": a["images"],
+                         "best_epoch": a.get("best_epoch"), "teacher": a.get("teacher"), "distill": a.get("distill")})  # fmt: skip
     finetune = None
     ft = logs / "finetune_raw" / "result.json"  # train.py's result of the finished run
     if ft.is_file():

@@ -69,6 +69,10 @@ class PackedLatentDataModule(pl.LightningDataModule):
     ``val``). Without a ``val`` folder, ``holdout_per_class`` > 0 holds a seeded, stratified sample
     of each class out of ``train`` as ``val`` (and ``test``, unless a test folder is given).
     ``num_classes`` and ``latent_shape`` are known after ``setup()``.
+
+    ``teacher_logits`` [N, K], one row per image of the ``train`` pack in its order: the items of
+    ``train`` (and of the hold-out taken from it) become ``(y_hat, label, teacher_logits)``, what the
+    server distils from (``taskcodec adapt --teacher``).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class PackedLatentDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         holdout_per_class: int = 0,
         seed: int = 0,
+        teacher_logits: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -92,7 +97,8 @@ class PackedLatentDataModule(pl.LightningDataModule):
             )
         self.holdout_per_class, self.seed = holdout_per_class, seed
         # an export passed in already read (taskcodec adapt) is not a hyperparameter: its path is
-        self.save_hyperparameters(ignore=[] if isinstance(decoder, str) else ["decoder"])
+        self.save_hyperparameters(ignore=["teacher_logits"] + ([] if isinstance(decoder, str) else ["decoder"]))
+        self.teacher_logits = teacher_logits
         self.folders = {"train": train, "val": val, "test": test or val}
         self.decoder = decoder
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
@@ -117,12 +123,19 @@ class PackedLatentDataModule(pl.LightningDataModule):
             self.latent_shape = tuple(dataset.tensors[0].shape[1:])
             self._image_sizes |= set(plan["image_sizes"])
             self.image_size = next(iter(self._image_sizes)) if len(self._image_sizes) == 1 else None
+            if split == "train" and self.teacher_logits is not None:
+                if len(self.teacher_logits) != len(dataset) or self.teacher_logits.shape[1] != self.num_classes:
+                    raise DataError(
+                        f"teacher logits of shape {tuple(self.teacher_logits.shape)} for {len(dataset)} packed images "
+                        f"of {self.num_classes} classes in {folder}: the teacher must be a {self.num_classes}-class "
+                        "classifier, run on the same images"
+                    )
+                dataset = TensorDataset(*dataset.tensors, self.teacher_logits.float())
             self.sets[split] = dataset
             if split == "train" and self.holdout_per_class:
-                latents, labels = dataset.tensors
-                keep, held = stratified_split(labels.numpy(), self.holdout_per_class, self.seed)
-                self.sets["train"] = TensorDataset(latents[keep], labels[keep])
-                self.sets["val"] = TensorDataset(latents[held], labels[held])
+                keep, held = stratified_split(dataset.tensors[1].numpy(), self.holdout_per_class, self.seed)
+                self.sets["train"] = TensorDataset(*(t[keep] for t in dataset.tensors))
+                self.sets["val"] = TensorDataset(*(t[held] for t in dataset.tensors))
                 if self.folders["test"] is None:
                     self.sets["test"] = self.sets["val"]
 

@@ -3,7 +3,8 @@
 A deployed server only ever sees the bytes; ``taskcodec pack`` turns a labelled dataset into those
 bytes once, and :class:`datamodules.packed.PackedLatentDataModule` serves the latents its entropy
 stage rebuilds from them. This system trains the decoder's other parts (``codec.synthesis``: for
-the split family ``g_s`` and the classifier's tail) on them with cross-entropy. The entropy stage
+the split family ``g_s`` and the classifier's tail) on them with cross-entropy, plus distillation
+from a teacher classifier's logits on the same images when the batches carry them. The entropy stage
 stays exactly as exported (frozen, in eval mode), so the retrained server still decodes every
 record the unchanged client writes.
 
@@ -18,6 +19,7 @@ from torch import Tensor
 from lightning_modules.classifier import ClassificationSteps, warmup_cosine
 from taskcodec.adapt import server_codec, server_parts
 from taskcodec.errors import ConfigError
+from taskcodec.losses import check_distill, distillation_task
 
 
 class ServerModule(ClassificationSteps):
@@ -36,6 +38,9 @@ class ServerModule(ClassificationSteps):
         num_classes: classes of the new server (default: the export's).
         server: the family's server variant, e.g. ``"linear"`` (a linear probe on the split family's
             latent); default: the export's.
+        distill: the KL share of the training loss, ``(1 - distill)·CE + distill·T²·KL``, on batches
+            ``(y_hat, label, teacher_logits)`` (:func:`taskcodec.losses.distillation_task`); 0: CE.
+        temperature: the distillation temperature ``T``.
     """
 
     def __init__(
@@ -47,10 +52,13 @@ class ServerModule(ClassificationSteps):
         label_smoothing: float = 0.0,
         num_classes: int | None = None,
         server: str | None = None,
+        distill: float = 0.0,
+        temperature: float = 4.0,
     ) -> None:
         super().__init__()
         if lr <= 0 or weight_decay < 0:
             raise ConfigError(f"model.lr must be > 0 and model.weight_decay >= 0, got {lr} and {weight_decay}")
+        check_distill(distill, temperature)
         self.save_hyperparameters(ignore=[] if isinstance(decoder, str) else ["decoder"])
         codec, meta = server_codec(decoder, num_classes, server, reset)
         self.client_meta = meta
@@ -67,6 +75,21 @@ class ServerModule(ClassificationSteps):
             s = self.codec.analysis_stride
             size = (y_hat.shape[-2] * s, y_hat.shape[-1] * s)
         return self.codec.synthesis(y_hat, size)["logits"]
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        if not self.hparams.distill:
+            return super().training_step(batch, batch_idx)
+        if len(batch) < 3:
+            raise ConfigError("distill > 0 needs the teacher's logits in every training batch (taskcodec adapt --teacher)")
+        y_hat, labels, teacher_logits = batch[:3]
+        logits = self(y_hat)
+        terms = distillation_task(logits, labels, teacher_logits, self.hparams.distill, self.hparams.temperature,
+                                  self.hparams.label_smoothing)  # fmt: skip
+        self.train_metrics.update(logits, labels)
+        self.log_dict({"train/loss": terms["task"], "train/ce": terms["ce"], "train/kd": terms["kd"]},
+                      on_step=False, on_epoch=True, batch_size=len(labels))  # fmt: skip
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(labels))
+        return terms["task"]
 
     def _datamodule_image_size(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

@@ -12,9 +12,13 @@ accepts the client's containers with it. The training loop itself is Lightning's
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import torch
 
 from taskcodec.errors import CheckpointError, ConfigError
 from taskcodec.export import (
@@ -26,6 +30,7 @@ from taskcodec.export import (
     _build,
     read_export,
 )
+from taskcodec.datasets import LabelledImages
 from taskcodec.models import TaskCodecBase
 
 SERVER_RESETS = ("all", "head", "none")
@@ -87,6 +92,69 @@ def server_codec(
     codec.entropy.requires_grad_(False)
     meta = {"codec_id": blob["codec_id"], "family": blob["family"], "kind": blob["kind"], **blob.get("meta", {})}
     return codec.train(), meta
+
+
+def teacher_logits(
+    teacher_ckpt: str | os.PathLike,
+    images: LabelledImages,
+    out_dir: str | os.PathLike,
+    size: tuple[int, int] | None,
+    skipped: list[dict] | tuple = (),
+    batch_size: int = 64,
+    workers: int = 2,
+) -> tuple[torch.Tensor, dict]:
+    """A teacher classifier's logits on every image a pack holds, in the pack's order; cached.
+
+    The teacher (a ``train.py`` classifier checkpoint of the same classes, e.g. the reference of the
+    new task) sees each image as the client did: resized and centre-cropped to the export's input
+    ``size``. The images in ``skipped`` (the pack's unreadable ones) are left out. The logits are
+    saved in ``out_dir/teacher-<teacher id>.pt`` and reused when the same teacher and image listing
+    come again. Returns them and ``{"teacher_id", "teacher_seconds"}``.
+
+    Raises:
+        ConfigError: when the teacher has another number of classes than the images.
+    """
+    import time
+
+    import numpy as np
+
+    from taskcodec.io import read_rgb, to_tensor
+    from taskcodec.models.classifier import load_image_classifier
+
+    model = load_image_classifier(str(teacher_ckpt))
+    classes = int(model.model.num_classes)
+    if classes != len(images.class_names):
+        raise ConfigError(
+            f"the teacher {teacher_ckpt} is a {classes}-class classifier, the images have {len(images.class_names)} "
+            "classes; give the classifier trained on these classes (in the same order)"
+        )
+    gone = {entry["name"] for entry in skipped}
+    keep = [i for i, name in enumerate(images.names) if name not in gone]
+    listing = hashlib.sha256("\n".join(images.names[i] for i in keep).encode()).hexdigest()
+    cache = Path(out_dir) / f"teacher-{model.content_id}.pt"
+    info = {"teacher_id": model.content_id, "teacher_seconds": 0.0}
+    if cache.exists():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved.get("listing_sha256") == listing and saved.get("size") == (list(size) if size else None):
+            return saved["logits"], info
+    t0 = time.perf_counter()
+
+    def load(i: int) -> np.ndarray:
+        return read_rgb(images.read(i), images.names[i], size=size, crop=True)
+
+    logits = []
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(keep), batch_size):
+            arrays = list(pool.map(load, keep[start : start + batch_size]))
+            if len({a.shape for a in arrays}) == 1:
+                logits.append(model(to_tensor(np.stack(arrays))))
+            else:  # native sizes (an export without preprocessing): one image at a time
+                logits += [model(to_tensor(a)[None]) for a in arrays]
+    result = torch.cat(logits).float() if logits else torch.zeros(0, classes)
+    info["teacher_seconds"] = time.perf_counter() - t0
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"listing_sha256": listing, "size": list(size) if size else None, "logits": result}, cache)
+    return result, info
 
 
 def server_id(codec: TaskCodecBase) -> str:

@@ -116,7 +116,7 @@ def code_and_classify(encoder: TaskCodecBase, decoder: TaskCodecBase, x: Tensor)
 
 
 def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
-    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<client>][-<head or split>][-n<decoder width>][+kd][+2stage][+x<N>][+<augment policy>][+adapted[-linear]]``, ``lmbda=...``.
+    """(codec, setting) of a taskcodec row: ``taskcodec-<family>[-<client>][-<head or split>][-n<decoder width>][+kd][+2stage][+x<N>][+<augment policy>][+adapted[-linear][-kd]]``, ``lmbda=...``.
 
     ``cfg`` is the codec's config, ``meta`` its export's; ``+x<N>`` marks a client trained with the
     images of N extra classes (``data.extra_classes``), ``+trivialaugment`` one trained on
@@ -133,8 +133,9 @@ def codec_label(family: str, cfg: dict, meta: dict) -> tuple[str, str]:
         name += f"+x{meta['extra_classes']}"
     if meta.get("augment_policy"):
         name += f"+{meta['augment_policy']}"
-    if meta.get("adapted"):  # a server retrained for other classes on an unchanged client
+    if meta.get("adapted"):  # a server retrained for other classes on an unchanged client (distilling from a teacher: -kd)
         name += "+adapted" + ("-linear" if cfg.get("server") == "linear" else "")
+        name += "-kd" if isinstance(meta["adapted"], dict) and meta["adapted"].get("distill") else ""
     return name, f"lmbda={meta.get('lmbda')}"
 
 

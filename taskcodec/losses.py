@@ -25,6 +25,36 @@ def labelled_cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: floa
     return F.cross_entropy(logits, labels, ignore_index=UNLABELED, label_smoothing=label_smoothing)
 
 
+def distillation_task(
+    logits: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor | None = None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
+    label_smoothing: float = 0.0,
+) -> dict[str, Tensor]:
+    """The task term: CE, or ``(1 - distill)·CE + distill·T²·KL(teacher || student)`` with a teacher.
+
+    Returns ``{"ce", "task"}`` and, when it distils, ``"kd"`` (the KL before the ``T²`` scaling).
+    """
+    ce = labelled_cross_entropy(logits, labels, label_smoothing)
+    terms = {"ce": ce, "task": ce}
+    if teacher_logits is not None and distill > 0:
+        t = temperature
+        kd = F.kl_div(
+            F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), log_target=True, reduction="batchmean"
+        )
+        terms |= {"kd": kd, "task": (1 - distill) * ce + distill * t * t * kd}
+    return terms
+
+
+def check_distill(distill: float, temperature: float) -> None:
+    if not 0.0 <= distill <= 1.0:
+        raise ConfigError(f"distill must be in [0, 1] (the KL share of the task term), got {distill}")
+    if temperature <= 0:
+        raise ConfigError(f"distill_temperature must be > 0, got {temperature}")
+
+
 class RateTaskLoss(nn.Module):
     """``rate_weight·bpp + lmbda·task``; returns every term so each can be logged."""
 
@@ -32,10 +62,7 @@ class RateTaskLoss(nn.Module):
         super().__init__()
         if lmbda <= 0:
             raise ConfigError(f"lmbda must be > 0 (the weight on the task loss), got {lmbda}")
-        if not 0.0 <= distill <= 1.0:
-            raise ConfigError(f"distill must be in [0, 1] (the KL share of the task term), got {distill}")
-        if temperature <= 0:
-            raise ConfigError(f"distill_temperature must be > 0, got {temperature}")
+        check_distill(distill, temperature)
         self.lmbda, self.distill, self.temperature = lmbda, distill, temperature
 
     def forward(
@@ -48,19 +75,9 @@ class RateTaskLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> dict[str, Tensor]:
         bpp = out["rate_bits"].mean() / num_pixels
-        ce = labelled_cross_entropy(out["logits"], labels, label_smoothing)
-        losses = {"bpp": bpp, "ce": ce}
-        task = ce
-        if teacher_logits is not None and self.distill > 0:
-            t = self.temperature
-            kd = F.kl_div(
-                F.log_softmax(out["logits"] / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                log_target=True, reduction="batchmean",
-            )  # fmt: skip
-            losses["kd"] = kd
-            task = (1 - self.distill) * ce + self.distill * t * t * kd
-        losses["loss"] = rate_weight * bpp + self.lmbda * task
-        return losses
+        terms = distillation_task(out["logits"], labels, teacher_logits, self.distill, self.temperature, label_smoothing)
+        task = terms.pop("task")
+        return {"bpp": bpp, **terms, "loss": rate_weight * bpp + self.lmbda * task}
 
 
 class RateFeatureLoss(nn.Module):

@@ -176,3 +176,89 @@ def test_adapt_reads_each_export_once(user_data, tmp_path, monkeypatch) -> None:
     adapt(str(user_data["encoder"]), str(user_data["folder"]), str(tmp_path / "a"), init_decoder=str(user_data["decoder"]),
           epochs=1, holdout_per_class=1, batch_size=4, threads=1)  # fmt: skip
     assert sorted(reads) == sorted([Path(user_data["encoder"]).name, Path(user_data["decoder"]).name])
+
+
+@pytest.fixture(scope="module")
+def two_class_teacher(tmp_path_factory) -> str:
+    """A 2-class classifier checkpoint in train.py's format (untrained: only its logits matter here)."""
+    from lightning_modules.classifier import ClassifierModule
+
+    torch.manual_seed(0)
+    module = ClassifierModule("resnet18", num_classes=2)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    return str(path)
+
+
+def test_adapt_distils_from_a_teacher(user_data, two_class_teacher, reference_ckpt, tmp_path, capsys) -> None:
+    """--teacher: the teacher's logits on the packed images, as the client saw them, cached; the server trains on KD + CE."""
+    import csv
+
+    from taskcodec.io import read_rgb, to_tensor
+    from taskcodec.models.classifier import load_image_classifier
+    from taskcodec.pack import open_source
+    from taskcodec.preprocessing import input_size
+
+    out = tmp_path / "kd"
+    args = ["adapt", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(out), "--teacher", two_class_teacher,
+            "--distill", "0.7", "--epochs", "1", "--holdout-per-class", "1", "--batch-size", "4", "--threads", "1", "-q"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "adapt.json").read_text())
+    teacher = load_image_classifier(two_class_teacher)
+    assert summary["teacher"] == two_class_teacher and summary["distill"] == 0.7
+    assert summary["teacher_id"] == teacher.content_id and summary["teacher_seconds"] > 0
+    cached = torch.load(out / "packs" / f"teacher-{teacher.content_id}.pt", weights_only=True)["logits"]
+    images = open_source(str(user_data["folder"]))
+    assert cached.shape == (summary["images"], 2)
+    size = input_size(read_export(user_data["encoder"])["meta"])
+    for i in (0, len(images) - 1):  # pack order, the export's preprocessing
+        x = to_tensor(read_rgb(images.read(i), images.names[i], size=size, crop=True))[None]
+        with torch.no_grad():
+            torch.testing.assert_close(cached[i], teacher(x)[0], rtol=1e-4, atol=1e-4)
+    (log,) = out.glob("logs/*/metrics.csv")
+    rows = list(csv.DictReader(log.open()))
+    assert any(r.get("train/kd") for r in rows)  # the KL term was trained on
+    assert read_export(summary["decoder"])["meta"]["adapted"]["distill"] == 0.7
+    from taskcodec.evaluation import codec_label
+
+    decoder, meta = load_decoder(summary["decoder"])
+    assert codec_label(decoder.family, decoder.config, meta)[0].endswith("+adapted-kd")  # its own rows in tables
+    with pytest.raises(ConfigError, match="teacher's logits"):  # a distilling server needs them in every batch
+        ServerModule(summary["decoder"], reset="none", distill=0.5).training_step((torch.zeros(1), torch.zeros(1)), 0)
+
+    assert main(args) == 0  # a second run reuses the pack and the teacher's logits
+    assert json.loads((out / "adapt.json").read_text())["teacher_seconds"] == 0.0
+
+    capsys.readouterr()  # a teacher of other classes is refused before any training
+    bad = ["adapt", str(user_data["folder"]), "-m", str(user_data["encoder"]), "-o", str(tmp_path / "bad"),
+           "--teacher", reference_ckpt, "--epochs", "1", "-q"]  # fmt: skip
+    assert main(bad) == 2
+    assert "3-class classifier" in capsys.readouterr().err
+    assert main([*args[:-1], "--distill", "0", "-q"]) == 2
+
+
+def test_adapt_exports_the_best_holdout_epoch(user_data, tmp_path, monkeypatch) -> None:
+    """With a hold-out, the exported server is the best hold-out epoch's, not the last one's."""
+    import lightning_modules.adapt as workflow
+
+    scores, snapshots = [0.2, 0.9, 0.1], []
+
+    class Scripted(ServerModule):  # a hold-out top-1 that peaks at epoch 1, and the weights of every epoch
+        def validation_step(self, batch, batch_idx: int) -> None:
+            pass
+
+        def on_validation_epoch_end(self) -> None:
+            if not self.trainer.sanity_checking:
+                self.log("val/acc", scores[self.current_epoch])
+                snapshots.append({k: v.clone() for k, v in self.codec.side_state_dict("decoder").items()})
+
+    monkeypatch.setattr(workflow, "ServerModule", Scripted)
+    out = tmp_path / "best"
+    summary = workflow.adapt(str(user_data["encoder"]), str(user_data["folder"]), str(out), epochs=3,
+                             holdout_per_class=1, batch_size=4, threads=1)  # fmt: skip
+    assert summary["best_epoch"] == 1 and len(snapshots) == 3
+    exported = read_export(summary["decoder"])["state_dict"]
+    server = [k for k in snapshots[1] if not k.startswith("entropy.") and snapshots[1][k].is_floating_point()]
+    assert all(torch.equal(exported[k], snapshots[1][k]) for k in server)
+    assert not all(torch.equal(exported[k], snapshots[2][k]) for k in server)  # the last epoch's differ
+    assert not (out / "checkpoints").exists()  # the best epoch's weights file is not left behind
