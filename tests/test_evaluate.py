@@ -465,15 +465,22 @@ def test_unseen_classes_codes_both_clients_for_real_and_pairs_them(tmp_path, mon
     export_tiny(tmp_path / "adapted", "light", channels=[8, 16, 32], kernel=3, act="relu", entropy="factorized")
     out = tmp_path / "out"
     argv = ["unseen_classes.py", "--data", str(SAMPLE), "--first-class", "0", "--num-classes", "3", "--threads", "1",
-            "--trained", str(tmp_path / "trained"), "--adapted", str(tmp_path / "adapted"), "--out", str(out)]  # fmt: skip
+            "--trained", str(tmp_path / "trained"), "--adapted", str(tmp_path / "adapted"), str(tmp_path / "adapted2"),
+            "--out", str(out)]  # fmt: skip
+    export_tiny(tmp_path / "adapted2", "split", split="layer2")
+    (tmp_path / "adapted2" / "adapt.json").write_text(json.dumps({"teacher": "t.ckpt", "distill": 0.5}))
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     r = json.loads((out / "unseen.json").read_text())
-    assert r["test_images"] == len(r["per_image"]["trained"]) > 0 and r["adapt"] is None
-    assert r["trained"]["codec"].startswith("taskcodec-split") and r["adapted"]["codec"].startswith("taskcodec-light")
-    assert r["adapted"]["bytes_per_image"] > 1 and r["comparison"]["diff_vs_trained"] == json.loads(
-        json.dumps(paired_difference(r["per_image"]["adapted"], r["per_image"]["trained"])))  # fmt: skip
-    assert "Frozen minus trained" in (out / "unseen.md").read_text()
+    assert r["test_images"] == len(r["per_image"]["trained"]) > 0
+    light, kd = r["adapted"]  # each adapted folder, in order, compared with the trained client
+    assert light["adapt"] is None and kd["adapt"]["teacher"] == "t.ckpt"
+    assert r["trained"]["codec"].startswith("taskcodec-split") and light["codec"].startswith("taskcodec-light")
+    for row, correct in zip(r["adapted"], r["per_image"]["adapted"]):
+        assert row["bytes_per_image"] > 1 and row["comparison"]["diff_vs_trained"] == json.loads(
+            json.dumps(paired_difference(correct, r["per_image"]["trained"])))  # fmt: skip
+    md = (out / "unseen.md").read_text()
+    assert "frozen minus trained" in md and "--teacher" in md and md.count("| frozen, from other classes") == 2
     export_tiny(tmp_path / "adapted", "split")  # a second pair in one folder: which one is meant?
     with pytest.raises(ConfigError, match="exactly one"):
         bench.main()
