@@ -113,7 +113,7 @@ def main() -> None:
         trained = evaluate_dir(args.trained, images, labels)
         adapted = [evaluate_dir(folder, images, labels) for folder in args.adapted]
     rows = []
-    for folder, row in zip(args.adapted, adapted):
+    for folder, row in zip(args.adapted, adapted, strict=True):
         adapt_json = folder / "adapt.json"
         rows.append({k: v for k, v in row.items() if k != "correct"} | {
             "adapt": json.loads(adapt_json.read_text()) if adapt_json.is_file() else None,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from taskcodec.datasets import LabelledImages
 from taskcodec.errors import CheckpointError, ConfigError
 from taskcodec.export import (
     DECODER_KIND,
@@ -30,7 +31,6 @@ from taskcodec.export import (
     _build,
     read_export,
 )
-from taskcodec.datasets import LabelledImages
 from taskcodec.models import TaskCodecBase
 
 SERVER_RESETS = ("all", "head", "none")

@@ -476,7 +476,7 @@ def test_unseen_classes_codes_both_clients_for_real_and_pairs_them(tmp_path, mon
     light, kd = r["adapted"]  # each adapted folder, in order, compared with the trained client
     assert light["adapt"] is None and kd["adapt"]["teacher"] == "t.ckpt"
     assert r["trained"]["codec"].startswith("taskcodec-split") and light["codec"].startswith("taskcodec-light")
-    for row, correct in zip(r["adapted"], r["per_image"]["adapted"]):
+    for row, correct in zip(r["adapted"], r["per_image"]["adapted"], strict=True):
         assert row["bytes_per_image"] > 1 and row["comparison"]["diff_vs_trained"] == json.loads(
             json.dumps(paired_difference(correct, r["per_image"]["trained"])))  # fmt: skip
     md = (out / "unseen.md").read_text()
