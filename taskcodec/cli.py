@@ -304,11 +304,9 @@ def _adapt(args: argparse.Namespace) -> None:
     adapt = _workflow("adapt")
     skipped = _Skipped()
     with _bar(args, None, "compress") as bar:
-        summary = adapt(args.model, args.dataset, args.out, init_decoder=args.init_decoder, server=args.server,
-                        kind=args.kind, num_classes=args.num_classes, first_class=args.first_class,
-                        holdout_per_class=args.holdout_per_class, epochs=args.epochs, lr=args.lr,
-                        batch_size=args.batch_size, seed=args.seed, teacher=args.teacher, distill=args.distill,
-                        threads=threads, progress=bar.update,
+        opts = {k: getattr(args, k) for k in ("init_decoder", "server", "kind", "num_classes", "first_class",
+                                              "holdout_per_class", "epochs", "lr", "batch_size", "seed", "teacher", "distill")}  # fmt: skip
+        summary = adapt(args.model, args.dataset, args.out, **opts, threads=threads, progress=bar.update,
                         on_error=None if args.strict else skipped.add)  # fmt: skip
     held = summary["holdout_top1"]
     print(f"{summary['images']} images of {summary['num_classes']} classes, {summary['record_bytes_per_image']:.1f} bytes/image; "
@@ -380,8 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="Tiny ImageNet: how many classes (default: all)")
     p.add_argument("--first-class", type=int, default=0, help="Tiny ImageNet: the first class index (default 0)")
     p.add_argument("--holdout-per-class", type=int, default=10, help="images per class held out to report top-1 (default 10)")
-    p.add_argument("--teacher", help="a classifier checkpoint of these classes (train.py's best.ckpt): the server also "
-                   "learns its logits on the same images (distillation); default: labels only")
+    p.add_argument("--teacher", help="a classifier of these classes (train.py's best.ckpt) the server also distils")
     p.add_argument("--distill", type=float, default=0.5, help="with --teacher: the KL share of the loss (default 0.5)")
     p.add_argument("--epochs", type=int, default=10, help="server training epochs; the best hold-out epoch is kept (default 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
