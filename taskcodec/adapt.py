@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -114,11 +115,9 @@ def teacher_logits(
     Raises:
         ConfigError: when the teacher has another number of classes than the images.
     """
-    import time
-
     import numpy as np
 
-    from taskcodec.io import read_rgb, to_tensor
+    from taskcodec.io import encode_by_size, read_rgb, to_tensor
     from taskcodec.models.classifier import load_image_classifier
 
     model = load_image_classifier(str(teacher_ckpt))
@@ -142,15 +141,12 @@ def teacher_logits(
     def load(i: int) -> np.ndarray:
         return read_rgb(images.read(i), images.names[i], size=size, crop=True)
 
-    logits = []
+    logits: list[torch.Tensor] = []
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(keep), batch_size):
             arrays = list(pool.map(load, keep[start : start + batch_size]))
-            if len({a.shape for a in arrays}) == 1:
-                logits.append(model(to_tensor(np.stack(arrays))))
-            else:  # native sizes (an export without preprocessing): one image at a time
-                logits += [model(to_tensor(a)[None]) for a in arrays]
-    result = torch.cat(logits).float() if logits else torch.zeros(0, classes)
+            logits += encode_by_size(arrays, lambda batch: list(model(to_tensor(batch))))  # native sizes: one batch per size
+    result = torch.stack(logits).float() if logits else torch.zeros(0, classes)
     info["teacher_seconds"] = time.perf_counter() - t0
     cache.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save({"listing_sha256": listing, "size": list(size) if size else None, "logits": result}, cache)

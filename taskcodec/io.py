@@ -19,14 +19,16 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from taskcodec.errors import DataError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: reading images needs only Pillow and numpy
     from torch import Tensor
@@ -104,12 +106,15 @@ def to_tensor(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).movedim(-1, -3).float().div_(255.0)
 
 
-def encode_by_size(images: list[np.ndarray], encode: Callable[[np.ndarray], list[bytes]]) -> list[bytes]:
-    """One record per uint8 H x W x 3 image, in order: images of one size go through ``encode`` as one batch."""
+def encode_by_size(images: list[np.ndarray], encode: Callable[[np.ndarray], Sequence[T]]) -> list[T]:
+    """One result per uint8 H x W x 3 image, in order: images of one size go through ``encode`` as one batch.
+
+    ``encode`` maps a stacked batch [N, H, W, 3] to N results: records, or e.g. a classifier's logits.
+    """
     groups: dict[tuple[int, int], list[int]] = {}
     for k, image in enumerate(images):
         groups.setdefault(image.shape[:2], []).append(k)
-    records: list[bytes] = [b""] * len(images)
+    records: list = [None] * len(images)
     for members in groups.values():
         for k, record in zip(members, encode(np.stack([images[k] for k in members])), strict=True):
             records[k] = record
