@@ -68,7 +68,9 @@ def server_of(adapt: dict | None) -> str:
     """How a frozen client's server was trained, from its adapt.json."""
     if not adapt:
         return "`taskcodec adapt`"
-    return "`taskcodec adapt --teacher`" + f" (KD {adapt['distill']:g})" if adapt.get("teacher") else "`taskcodec adapt` (CE)"
+    if adapt.get("teacher"):
+        return f"`taskcodec adapt --teacher` (KD {adapt['distill']:g})"
+    return "`taskcodec adapt` (CE)"
 
 
 def markdown(result: dict) -> str:
