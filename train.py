@@ -1,12 +1,13 @@
-"""Train a model from the Hydra config: the joint codec by default, or the reference classifier.
+"""Train a model from the Hydra config: the light client by default, a joint codec or the reference classifier.
 
-    python train.py                                   # split codec from scratch, default λ, 10 classes, CPU
+    python train.py                                   # the light client and its teacher (experiment=light: 3 stages)
     python train.py experiment=reference              # the reference classifier
-    python train.py -m model.lmbda=0.01,0.03,0.1      # a λ sweep (one run per λ)
+    python train.py experiment=joint                  # one joint run: the split codec from scratch, default λ
+    python train.py experiment=joint -m model.lmbda=0.01,0.03,0.1      # a λ sweep (one run per λ)
     python train.py experiment=split_sweep model.reference_ckpt=PATH   # the committed split sweep
-    python train.py model/codec=hyperprior            # another codec family
 
-compose cfg -> instantiate datamodule, module, trainer -> fit -> test -> export (joint codec).
+One run: compose cfg -> instantiate datamodule, module, trainer -> fit -> test -> export (joint codec).
+A config with ``stages`` (experiment=light) runs each stage as such a run, in order, in its own folder.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 os.environ.setdefault("TASKCODEC_ROOT", str(Path(__file__).resolve().parent))
 
@@ -32,6 +34,9 @@ from taskcodec.errors import ConfigError, TaskcodecError  # noqa: E402
 from taskcodec.evaluation import read_per_image  # noqa: E402
 from taskcodec.export import export_checkpoint  # noqa: E402
 from taskcodec.models import ImageClassifier  # noqa: E402
+from taskcodec.provenance import write_json  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def instantiate(cfg: DictConfig, **kwargs):
@@ -105,6 +110,9 @@ def check_run_config(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict:
     """Fit, test and export; returns the test metrics (and export paths) for callers and tests."""
+    if cfg.get("stages"):
+        raise ConfigError("this config has stages (experiment=light, the default): run it with train.py or "
+                          "run_stages(cfg, overrides); for one run pick an experiment, e.g. experiment=joint")  # fmt: skip
     check_run_config(cfg)
     started = time.perf_counter()
     out_dir = Path(cfg.paths.output_dir)
@@ -161,10 +169,69 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
+def _stage_overrides(name: str, stage: DictConfig, cli: list[str], done: dict[str, dict], out: Path) -> list[str]:
+    """The overrides one stage is composed with: its experiment and epochs, its own list, then the command line's."""
+    own: list[str] = []
+    for item in stage.get("overrides") or []:  # an item may be a list (a YAML alias of a shared list): flattened
+        own += [str(x) for x in item] if isinstance(item, ListConfig) else [str(item)]
+    resolved = []
+    for o in own:  # KEY=@stage.field: that earlier stage's result field, e.g. model.reference_ckpt=@teacher.best_ckpt
+        key, _, value = o.partition("=")
+        if value.startswith("@"):
+            ref, _, field = value[1:].partition(".")
+            if ref not in done or field not in done[ref]:
+                raise ConfigError(f"stage {name}: {o} names {value[1:]}, which no earlier stage's result has; "
+                                  f"earlier stages: {sorted(done)}")  # fmt: skip
+            value = str(done[ref][field])
+        resolved.append(f"{key}={value}")
+    keep_model = bool(stage.get("model_overrides", True))
+    passed = [o for o in cli if keep_model or not o.lstrip("+~").startswith("model")]
+    return [f"experiment={stage.experiment}", f"trainer.max_epochs={int(stage.epochs)}", *resolved, *passed,
+            f"paths.output_dir={out / name}"]  # fmt: skip
+
+
+def run_stages(cfg: DictConfig, cli: list[str]) -> dict:
+    """Train ``cfg.stages`` in order, each a full run (fit, test, export) of its experiment in ``<output_dir>/<name>/``.
+
+    ``cli`` is the command line's overrides: they reach every stage (``model.*`` ones only the stages
+    with ``model_overrides: true``), except ``experiment`` and ``stages.*``, which this run consumed.
+    A stage refers to an earlier stage's result with ``KEY=@stage.field``. The run's result is the last
+    stage's, with every stage's under ``stages``; ``resume=true`` resumes each stage where it stopped.
+    """
+    out = Path(cfg.paths.output_dir)
+    _, finished = resume_point(out, None, bool(cfg.get("resume")))
+    if finished is not None:
+        print(f"{out} holds a finished run (result.json): nothing to resume")
+        return finished
+    started = time.perf_counter()
+    cli = [o for o in cli if not o.lstrip("+~").startswith(("experiment=", "stages", "hydra"))]
+    done: dict[str, dict] = {}
+    for name, stage in cfg.stages.items():
+        overrides = _stage_overrides(str(name), stage, cli, done, out)
+        if GlobalHydra.instance().is_initialized():  # inside train.py's @hydra.main: the same config search path
+            stage_cfg = hydra.compose(config_name="train", overrides=overrides)
+        else:
+            with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+                stage_cfg = hydra.compose(config_name="train", overrides=overrides)
+        (out / str(name) / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(stage_cfg, out / str(name) / ".hydra" / "config.yaml")
+        print(f"== stage {name}: train.py {' '.join(overrides)}")
+        done[str(name)] = train(stage_cfg)
+    result = {**done[str(name)], "stages": done, "wall_seconds": round(time.perf_counter() - started, 1)}
+    times = ", ".join(f"{k} {v['wall_seconds'] / 60:.1f} min" for k, v in done.items())
+    print("\n".join(["", f"== taskcodec stages: {times} ({result['wall_seconds'] / 60:.1f} min in all)",
+                     *result.get("summary", []), f"outputs: {out}"]))  # fmt: skip
+    write_json(out / "result.json", result)
+    return result
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    result = train(cfg)
-    return result.get("test/acc")
+    if cfg.get("stages"):
+        from hydra.core.hydra_config import HydraConfig
+
+        return run_stages(cfg, list(HydraConfig.get().overrides.task)).get("test/acc")
+    return train(cfg).get("test/acc")
 
 
 if __name__ == "__main__":

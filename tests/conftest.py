@@ -40,7 +40,13 @@ def bench_module(name: str):
 
 
 def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
-    """Compose a config the way the scripts do, with outputs in ``tmp_path``."""
+    """Compose a config the way the scripts do, with outputs in ``tmp_path``.
+
+    ``train.yaml`` without an ``experiment=`` is composed as one joint run (``experiment=joint``): the
+    default, the light client's stages, is a sequence of such runs (``tests/test_stages.py``).
+    """
+    if config_name == "train.yaml" and not any(o.startswith("experiment=") for o in overrides):
+        overrides = ["experiment=joint", *overrides]
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
         cfg = compose(config_name=config_name, overrides=overrides)

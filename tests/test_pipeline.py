@@ -74,8 +74,8 @@ def _git(*args: str, cwd: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "data" / "tiny-imagenet-100.zip").is_file(), reason="needs ../shared/data")
 def test_a_study_regenerates_from_a_clean_clone(tmp_path) -> None:
-    """`dvc repro -s default_10cls` in a fresh clone trains the default model and writes its results
-    folder; the numbers match the committed ones; a second repro has nothing to do."""
+    """`dvc repro -s default_10cls` in a fresh clone trains the default model (the light client after its
+    teacher) and writes its results folder; the numbers match the committed ones; a second repro has nothing to do."""
     clone = tmp_path / "main"
     _git("clone", "-q", str(ROOT), str(clone), cwd=tmp_path)
     (tmp_path / "shared").symlink_to(SHARED)
@@ -86,8 +86,9 @@ def test_a_study_regenerates_from_a_clean_clone(tmp_path) -> None:
     run = subprocess.run(["dvc", "repro", "-s", "default_10cls"], cwd=clone, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     new = json.loads((clone / "results" / "default_10cls" / "result.json").read_text())
-    assert (clone / "logs" / "default" / "10cls" / "checkpoints" / "best.ckpt").is_file()
-    assert list((clone / "logs" / "default" / "10cls" / "export").glob("encoder-*.pt"))
+    run_dir = clone / "logs" / "default" / "light_10cls"
+    assert (run_dir / "teacher" / "checkpoints" / "best.ckpt").is_file() and (run_dir / "task" / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "task" / "export").glob("encoder-*.pt"))
     # same seed, recipe and thread count: the same result (on this machine, to the digit); another
     # machine's kernels round differently and move the whole trajectory (one thread instead of two
     # moved top-1 by 2.4 points), hence the margin

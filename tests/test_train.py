@@ -115,7 +115,7 @@ def test_sweep_config_multirun(reference_ckpt, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_processes_cpu(tmp_path) -> None:
-    cmd = [sys.executable, str(ROOT / "train.py"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    cmd = [sys.executable, str(ROOT / "train.py"), "experiment=joint", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
            "trainer.sync_batchnorm=false", *DATA, *TINY_CODEC, "logger=csv", "trainer.max_epochs=1",
            "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "test=false",
            f"hydra.run.dir={tmp_path}", f"reference_table={tmp_path}/none.csv"]  # fmt: skip
