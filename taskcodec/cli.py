@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder: decoder-<id>.pt, a copy of the encoder, packs/, adapt.json")
     p.add_argument("--init-decoder", help="start the server from this decoder-<id>.pt (new class layer); default: from scratch")
     p.add_argument("--server", choices=("tail", "linear"), default=None,
-                   help="split family: the full server (g_s + classifier tail) or a linear probe on the latent")
+                   help="the full server (g_s + classifier tail) or a linear probe on the pooled latent")
     p.add_argument("--kind", choices=("auto", "tiny-imagenet", "image-folder"), default="auto")
     p.add_argument("--num-classes", type=int, default=None, help="Tiny ImageNet: how many classes (default: all)")
     p.add_argument("--first-class", type=int, default=0, help="Tiny ImageNet: the first class index (default 0)")

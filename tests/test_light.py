@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CPU, DATA, SAMPLE, compose_cfg
-from tiny_codec import tiny_codec
+from tiny_codec import export_tiny, tiny_codec
 
 from taskcodec.cost import classifier_macs, client_macs, encode_throughput
 from taskcodec.errors import CheckpointError, ConfigError
@@ -57,6 +57,26 @@ def test_bad_configs_are_refused() -> None:
         create_codec("light", act="tanh")
     with pytest.raises(ConfigError, match="not a stage"):
         create_codec("light", split="layer9")
+    with pytest.raises(ConfigError, match="server"):
+        create_codec("light", server="mlp")
+
+
+def test_linear_server_is_a_probe_on_the_pooled_latent(tmp_path, reference_ckpt: str) -> None:
+    """`taskcodec adapt --server linear` on a light export: one linear layer on what the client sends."""
+    from taskcodec.adapt import server_codec
+
+    _, enc, _ = export_tiny(tmp_path, "light", channels=[8, 8], split="layer1")
+    codec, meta = server_codec(enc, num_classes=2, server="linear")
+    assert codec.config["server"] == "linear" and meta["family"] == "light"
+    M = codec.latent_channels
+    assert sum(p.numel() for p in codec.tail.parameters()) == (M + 1) * 2 and not list(codec.g_s.parameters())
+    client = tiny_codec("light", channels=[8, 8], split="layer1").eval()
+    y = client.encode(torch.rand(2, 3, 64, 64))
+    logits = codec.eval().decode(y)["logits"]
+    assert logits.shape == (2, 2)
+    assert "server" not in create_codec("light", num_classes=3).config  # the default server keeps old ids
+    with pytest.raises(ConfigError, match="no classifier tail"):
+        create_codec("light", num_classes=3, server="linear").init_from_reference(reference_ckpt)
 
 
 def test_two_stage_recipe_freezes_the_client(reference_ckpt: str, tmp_path) -> None:

@@ -31,7 +31,7 @@ from taskcodec.models.base import TaskCodecBase
 from taskcodec.models.classifier import Normalize, check_reference_fits, create_timm
 from taskcodec.models.entropy import build_entropy
 from taskcodec.models.registry import register_codec
-from taskcodec.models.split import TimmTail, split_stages
+from taskcodec.models.split import LinearProbe, TimmTail, split_stages
 
 
 def _act(kind: str, channels: int, inverse: bool = False) -> nn.Module:
@@ -74,7 +74,10 @@ class LightClientCodec(TaskCodecBase):
         entropy: str = "hyperprior",
         z_channels: int = 16,
         z_stages: int = 1,
+        server: str = "tail",
     ) -> None:
+        if server not in ("tail", "linear"):
+            raise ConfigError(f"light codec server must be 'tail' or 'linear', got {server!r}")
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1 or M < 1 or kernel < 1 or num_classes < 1 or (N is not None and N < 1):
             raise ConfigError(
@@ -82,7 +85,8 @@ class LightClientCodec(TaskCodecBase):
                 f"got channels={channels}, M={M}, kernel={kernel}, num_classes={num_classes}, N={N}"
             )
         super().__init__(dict(classifier=classifier, num_classes=num_classes, split=split, channels=channels, M=M,
-                              kernel=kernel, act=act, N=N, entropy=entropy, z_channels=z_channels, z_stages=z_stages))  # fmt: skip
+                              kernel=kernel, act=act, N=N, entropy=entropy, z_channels=z_channels, z_stages=z_stages)
+                         | ({"server": server} if server != "tail" else {}))  # fmt: skip  (old ids unchanged)
         net = create_timm(classifier, pretrained=False, num_classes=num_classes).eval()
         stage, front_stages, tail_names = split_stages(net, split, classifier)
         front = [n for n, _ in front_stages]
@@ -107,12 +111,13 @@ class LightClientCodec(TaskCodecBase):
             synthesis += [conv(N, N, 3, 2), _act(act, N, inverse=True)]
             scale *= 2
         synthesis += [conv(N, N, 3, 1), nn.ReLU(inplace=True), conv(N, C, 3, 1)]
-        self.g_s = nn.Sequential(*synthesis)
+        self.g_s = nn.Sequential(*synthesis) if server == "tail" else nn.Identity()
         for name in front:  # the server's copy of the model keeps none of the stages the decoder replaces
             parent, _, leaf = name.rpartition(".")
             setattr(net.get_submodule(parent) if parent else net, leaf, nn.Identity())
-        self.tail = FeatureTail(net, tail_names)
-        self.feature_stages = [n for n in tail_names]
+        # server="linear": the cheapest server, as the split family's: one linear layer on the pooled latent
+        self.tail = FeatureTail(net, tail_names) if server == "tail" else LinearProbe(M, num_classes)
+        self.feature_stages = [n for n in tail_names] if server == "tail" else []
         self.split_stage = stage["module"]
         self.analysis_stride = S
         self.latent_channels = M
@@ -122,20 +127,26 @@ class LightClientCodec(TaskCodecBase):
         return self.g_a(x)
 
     def synthesis(self, y_hat: Tensor, image_size: tuple[int, int]) -> dict[str, Tensor]:
+        if isinstance(self.tail, LinearProbe):
+            return {"logits": self.tail(y_hat)}
         split_features = self.g_s(y_hat)
         feats, logits = self.tail.features(split_features, self.feature_stages)
         return {"logits": logits, "features": [split_features, *feats]}
 
     def classifier_head_prefixes(self) -> list[str]:
+        if isinstance(self.tail, LinearProbe):
+            return ["tail.fc."]
         head = self.tail.model.get_classifier()
         name = next(n for n, m in self.tail.model.named_modules() if m is head)
         return [f"tail.model.{name}."]
 
     def reference_modules(self, side: str = "both") -> list[nn.Module]:
-        return [] if side == "encoder" else [self.tail.model]
+        return [] if side == "encoder" or isinstance(self.tail, LinearProbe) else [self.tail.model]
 
     def init_from_reference(self, path: str) -> list[str]:
         """The tail (every stage after ``split`` and the head) from the reference; the rest is new."""
+        if isinstance(self.tail, LinearProbe):
+            raise ConfigError("a light codec with server='linear' has no classifier tail to start from a reference")
         weights = check_reference_fits(path, self.config["classifier"], self.config["num_classes"])
         own = set(self.tail.model.state_dict())
         missing, unexpected = self.tail.model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
