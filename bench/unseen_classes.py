@@ -68,6 +68,8 @@ def server_of(adapt: dict | None) -> str:
     """How a frozen client's server was trained, from its adapt.json."""
     if not adapt:
         return "`taskcodec adapt`"
+    if adapt.get("server") == "linear":
+        return "`taskcodec adapt --server linear` (a linear probe)"
     if adapt.get("teacher"):
         return f"`taskcodec adapt --teacher` (KD {adapt['distill']:g})"
     return "`taskcodec adapt` (CE)"

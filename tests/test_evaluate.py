@@ -484,3 +484,12 @@ def test_unseen_classes_codes_both_clients_for_real_and_pairs_them(tmp_path, mon
     export_tiny(tmp_path / "adapted", "split")  # a second pair in one folder: which one is meant?
     with pytest.raises(ConfigError, match="exactly one"):
         bench.main()
+
+
+def test_unseen_bench_names_each_server_kind() -> None:
+    """bench/unseen_classes.py labels a row by how adapt trained its server (a linear probe is not a CE server)."""
+    server_of = bench_module("unseen_classes").server_of
+    assert server_of({"server": "tail", "teacher": None}) == "`taskcodec adapt` (CE)"
+    assert server_of({"server": "tail", "teacher": "t.ckpt", "distill": 0.5}) == "`taskcodec adapt --teacher` (KD 0.5)"
+    assert "--server linear" in server_of({"server": "linear", "teacher": None})
+    assert server_of(None) == "`taskcodec adapt`"
