@@ -16,6 +16,7 @@ import copy
 import csv
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -208,11 +209,11 @@ def run_stages(cfg: DictConfig, cli: list[str]) -> dict:
     done: dict[str, dict] = {}
     for name, stage in cfg.stages.items():
         overrides = _stage_overrides(str(name), stage, cli, done, out)
-        if GlobalHydra.instance().is_initialized():  # inside train.py's @hydra.main: the same config search path
+        # inside train.py's @hydra.main Hydra already has this config search path; a caller outside it gets one
+        search = nullcontext() if GlobalHydra.instance().is_initialized() else hydra.initialize_config_dir(
+            version_base="1.3", config_dir=str(CONFIGS))  # fmt: skip
+        with search:
             stage_cfg = hydra.compose(config_name="train", overrides=overrides)
-        else:
-            with hydra.initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-                stage_cfg = hydra.compose(config_name="train", overrides=overrides)
         (out / str(name) / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(stage_cfg, out / str(name) / ".hydra" / "config.yaml")
         print(f"== stage {name}: train.py {' '.join(overrides)}")
