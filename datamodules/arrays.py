@@ -6,7 +6,11 @@ Small images (64x64 is 12 kB) are decoded once at ``setup()`` instead of on ever
 
 from __future__ import annotations
 
+import hashlib
+import os
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -113,7 +117,9 @@ def progress(items: Sequence, desc: str) -> Iterable:
     return tqdm(items, desc=desc, unit="img") if len(items) > PROGRESS_MIN_IMAGES else items
 
 
-def decode_rgb(data: bytes, name: str, size: tuple[int, int] | None = None, crop: bool = True) -> np.ndarray:
+def decode_rgb(
+    data: bytes, name: str, size: tuple[int, int] | None = None, crop: bool = True, crop_pct: float = 1.0
+) -> np.ndarray:
     """Decode image bytes to uint8 H x W x 3 RGB through :func:`taskcodec.io.read_rgb` (the one decoder).
 
     Modes, alpha (dropped, as torchvision's ImageFolder does), EXIF orientation and the pixel limit
@@ -123,7 +129,43 @@ def decode_rgb(data: bytes, name: str, size: tuple[int, int] | None = None, crop
     Raises:
         DataError: naming ``name`` when the image cannot be read or converted.
     """
-    return read_rgb(data, name, size=size, crop=crop)
+    return read_rgb(data, name, size=size, crop=crop, crop_pct=crop_pct)
+
+
+def download_and_verify(url: str, dest: str | Path, md5: str) -> Path:
+    """Download ``url`` to ``dest`` through a ``.part`` file, check its MD5, then rename it into place.
+
+    Raises:
+        DataError: naming the URL and path on any network or file error or a checksum mismatch;
+            no partial file is left behind.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != md5:
+            raise DataError(
+                f"download of {url} to {dest} has MD5 {digest.hexdigest()}, expected {md5}: the file is "
+                "corrupt or not the official one. It was deleted; try again, or download it yourself "
+                "and point data.root at it."
+            )
+        os.replace(part, dest)
+    except (OSError, ValueError) as err:  # urllib's URLError is an OSError
+        raise DataError(
+            f"could not download {url} to {dest}: {err}. Check the network and free space, or download "
+            "it yourself and point data.root at it."
+        ) from err
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
 
 
 def stratified_split(
@@ -164,16 +206,21 @@ def train_transform(
     policy: str | None = None,
     jpeg_quality: Sequence[int] | None = None,
     jpeg_prob: float = 0.5,
+    min_scale: float | None = None,
 ) -> Callable:
     """Random ``size`` crop of the image zero-padded by ``pad`` pixels, then a random horizontal flip.
 
     Zero padding (the CIFAR recipe) rather than reflect, because torchvision can move boxes
-    through a constant pad but not through a reflect pad. ``policy`` adds TrivialAugment or
+    through a constant pad but not through a reflect pad. With ``min_scale`` the crop is instead a
+    random resized crop (area share ``min_scale``..1, aspect 3/4..4/3, the ImageNet recipe) resized
+    to ``size``, for images held larger than the model reads. ``policy`` adds TrivialAugment or
     RandAugment; ``jpeg_quality=(lo, hi)`` re-codes the image as JPEG at a random quality in that
     range with probability ``jpeg_prob`` (a classifier robust to coding). Both run on uint8, as
     the policies expect, and hand back float images in [0, 1].
     """
-    steps: list = [v2.RandomCrop(size, padding=pad, fill=0), v2.RandomHorizontalFlip()]
+    crop = (v2.RandomCrop(size, padding=pad, fill=0) if min_scale is None
+            else v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True))  # fmt: skip
+    steps: list = [crop, v2.RandomHorizontalFlip()]
     if policy is None and jpeg_quality is None:
         return v2.Compose(steps)
     if policy is not None and policy not in AUGMENT_POLICIES:
@@ -197,7 +244,15 @@ class InMemoryDataModule(pl.LightningDataModule):
     training data for model selection, the test set is what results are reported on.
     """
 
-    def __init__(self, batch_size: int, num_workers: int, pin_memory: bool) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        augment: bool = True,
+        augment_policy: str | None = None,
+        jpeg_augment: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -206,9 +261,22 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        # the training recipe's data options, the same on every dataset (the reference sets augment_policy)
+        self.augment = augment
+        self.augment_policy = augment_policy
+        # a plain list (not Hydra's ListConfig), so checkpoints holding these hyperparameters load with weights_only
+        self.jpeg_augment = [int(q) for q in jpeg_augment] if jpeg_augment is not None else None
+        train_transform(policy=augment_policy, jpeg_quality=self.jpeg_augment)  # bad values fail here, not after decoding
         self.train_set: ArrayImageDataset | None = None
         self.holdout_set: ArrayImageDataset | None = None
         self.test_set: ArrayImageDataset | None = None
+
+    def make_train_transform(self, size: int, pad: int = 4, min_scale: float | None = None) -> Callable | None:
+        """The training augmentation at ``size`` with this module's recipe options (None when ``augment`` is off)."""
+        if not self.augment:
+            return None
+        return train_transform(pad=pad, size=size, policy=self.augment_policy, jpeg_quality=self.jpeg_augment,
+                               min_scale=min_scale)  # fmt: skip
 
     def _loader(self, dataset: ArrayImageDataset | None, stage: str, shuffle: bool) -> DataLoader:
         if dataset is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from datamodules.arrays import ArrayImageDataset, InMemoryDataModule, stratified_split, train_transform
+from datamodules.arrays import ArrayImageDataset, InMemoryDataModule, stratified_split
 from taskcodec.errors import ConfigError, DataError
 
 
@@ -28,8 +28,10 @@ class CIFARDataModule(InMemoryDataModule):
         download: bool = False,
         augment: bool = True,
         pin_memory: bool = False,
+        augment_policy: str | None = None,
+        jpeg_augment: list[int] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if variant not in (10, 100):
             raise ConfigError(f"variant must be 10 or 100 (CIFAR-10 or CIFAR-100), got {variant}")
         if num_classes not in (None, variant):
@@ -49,7 +51,6 @@ class CIFARDataModule(InMemoryDataModule):
         self.holdout_per_class = holdout_per_class
         self.seed = seed
         self.download = download
-        self.augment = augment
         self.num_classes = variant
         self.class_names: list[str] = []
 
@@ -81,8 +82,6 @@ class CIFARDataModule(InMemoryDataModule):
         self.class_names = list(train.classes)
         everything = ArrayImageDataset(train.data, np.array(train.targets))
         train_idx, holdout_idx = stratified_split(everything.labels, self.holdout_per_class, self.seed)
-        self.train_set = everything.subset(
-            train_idx, train_transform(pad=4, size=32) if self.augment else None
-        )
+        self.train_set = everything.subset(train_idx, self.make_train_transform(size=32, pad=4))
         self.holdout_set = everything.subset(holdout_idx)
         self.test_set = ArrayImageDataset(test.data, np.array(test.targets))

@@ -12,7 +12,6 @@ from datamodules.arrays import (
     decode_rgb,
     progress,
     stratified_split,
-    train_transform,
 )
 from taskcodec.errors import ConfigError, DataError
 
@@ -76,8 +75,10 @@ class ImageFolderDataModule(InMemoryDataModule):
         seed: int = 0,
         augment: bool = True,
         pin_memory: bool = False,
+        augment_policy: str | None = None,
+        jpeg_augment: list[int] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if image_size < 8:
             raise ConfigError(f"image_size must be >= 8 pixels, got {image_size}")
         if resize not in RESIZE_MODES:
@@ -93,7 +94,6 @@ class ImageFolderDataModule(InMemoryDataModule):
         self.holdout_fraction = holdout_fraction
         self.test_root = test_root
         self.seed = seed
-        self.augment = augment
         if num_classes is not None and num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1 or null, got {num_classes}")
         self.class_names: list[str] = []
@@ -118,10 +118,10 @@ class ImageFolderDataModule(InMemoryDataModule):
             min(round(self.holdout_fraction * len(files[name])), len(files[name]) - 1) for name in files
         ]
         train_idx, holdout_idx = stratified_split(labels, holdout, self.seed)
-        augment = train_transform(pad=max(1, self.image_size // 16), size=self.image_size)
+        augment = self.make_train_transform(size=self.image_size, pad=max(1, self.image_size // 16))
         # split the file list first, then decode each part straight into its own array
         train_set = self._decode([paths[k] for k in train_idx], labels[train_idx], "train")
-        train_set.transform = augment if self.augment else None
+        train_set.transform = augment
         holdout_set = self._decode([paths[k] for k in holdout_idx], labels[holdout_idx], "hold-out")
         test_set = holdout_set if self.test_root is None else self._decode_test(label_of)
         self.train_set, self.holdout_set, self.test_set = train_set, holdout_set, test_set

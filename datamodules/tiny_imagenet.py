@@ -15,21 +15,17 @@ files (inclusive pixel coordinates).
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from datamodules.arrays import (
     ArrayImageDataset,
     InMemoryDataModule,
     decode_rgb,
+    download_and_verify,
     progress,
     stratified_split,
-    train_transform,
 )
 from taskcodec.datasets import (
     _IMAGE_SUFFIXES,
@@ -44,42 +40,6 @@ from taskcodec.losses import UNLABELED
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # official zip, 248,100,043 bytes
 TINY_IMAGENET_FILENAME = "tiny-imagenet-200.zip"
-
-
-def download_and_verify(url: str, dest: str | Path, md5: str) -> Path:
-    """Download ``url`` to ``dest`` through a ``.part`` file, check its MD5, then rename it into place.
-
-    Raises:
-        DataError: naming the URL and path on any network or file error or a checksum mismatch;
-            no partial file is left behind.
-    """
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        if digest.hexdigest() != md5:
-            raise DataError(
-                f"download of {url} to {dest} has MD5 {digest.hexdigest()}, expected {md5}: the file is "
-                "corrupt or not the official one. It was deleted; try again, or download it yourself "
-                "and point data.root at it."
-            )
-        os.replace(part, dest)
-    except (OSError, ValueError) as err:  # urllib's URLError is an OSError
-        raise DataError(
-            f"could not download {url} to {dest}: {err}. Check the network and free space, or download "
-            "it yourself and point data.root at it."
-        ) from err
-    finally:
-        part.unlink(missing_ok=True)
-    return dest
 
 
 class TinyImageNetDataModule(InMemoryDataModule):
@@ -109,9 +69,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         jpeg_augment: list[int] | None = None,
         extra_classes: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
-        # a plain list (not Hydra's ListConfig), so checkpoints holding these hyperparameters load with weights_only
-        jpeg_augment = [int(q) for q in jpeg_augment] if jpeg_augment is not None else None
+        super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if first_class < 0:
@@ -134,11 +92,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         self.seed = seed
         self.download = download
         self.return_boxes = return_boxes
-        self.augment = augment
-        self.augment_policy = augment_policy
-        self.jpeg_augment = jpeg_augment
         self.extra_classes = extra_classes
-        train_transform(policy=augment_policy, jpeg_quality=self.jpeg_augment)  # bad values fail here, not after decoding
         self.class_names: list[str] = []
         self.class_words: list[str] = []
         self.extra_class_names: list[str] = []
@@ -233,10 +187,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
             f, b = self._class_files(tree, wnid)
             extra_files += f
             extra_boxes += b
-        augment = (
-            train_transform(pad=4, size=64, policy=self.augment_policy, jpeg_quality=self.jpeg_augment)
-            if self.augment else None
-        )  # fmt: skip
+        augment = self.make_train_transform(size=64, pad=4)
         parts = {
             "train": ([files[k] for k in train_idx] + extra_files,
                       np.concatenate([labels_np[train_idx], np.full(len(extra_files), UNLABELED)]),

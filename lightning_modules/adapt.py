@@ -27,7 +27,7 @@ from taskcodec.adapt import export_server, teacher_logits
 from taskcodec.errors import ConfigError
 from taskcodec.export import ENCODER_KIND, codec_from_export, read_export
 from taskcodec.pack import open_source, pack, read_shard, shard_paths
-from taskcodec.preprocessing import input_size
+from taskcodec.preprocessing import crop_fraction, input_size
 from taskcodec.provenance import write_json
 
 
@@ -90,7 +90,8 @@ def adapt(
     soft, teacher_info = None, {}
     if teacher is not None:
         soft, teacher_info = teacher_logits(teacher, images, out / "packs", input_size(client_meta),
-                                            plan.get("skipped", []), workers=threads or 2)  # fmt: skip
+                                            plan.get("skipped", []), workers=threads or 2,
+                                            crop_pct=crop_fraction(client_meta))  # fmt: skip
     pl.seed_everything(seed, workers=True)
     data = PackedLatentDataModule(str(plan_dir), server_from, batch_size=batch_size,
                                   holdout_per_class=holdout_per_class, seed=seed, teacher_logits=soft)  # fmt: skip

@@ -126,7 +126,9 @@ class JointCodecModule(pl.LightningModule):
         if getattr(dm, "augment_policy", None):  # trained on TrivialAugment/RandAugment views: labelled apart too
             self.data_meta["augment_policy"] = str(dm.augment_policy)
         train_set = getattr(dm, "train_set", None)
-        if train_set is not None and getattr(train_set, "images", None) is not None:  # what the model is trained on
+        if getattr(dm, "preprocessing", None):  # the datamodule says what its test images went through
+            self.data_meta["preprocessing"] = dict(dm.preprocessing)
+        elif train_set is not None and getattr(train_set, "images", None) is not None:  # what the model is trained on
             self.data_meta["preprocessing"] = preprocessing_config(*train_set.images.shape[1:3])
 
     def on_train_epoch_start(self) -> None:

@@ -103,6 +103,7 @@ def teacher_logits(
     skipped: list[dict] | tuple = (),
     batch_size: int = 64,
     workers: int = 2,
+    crop_pct: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """A teacher classifier's logits on every image a pack holds, in the pack's order; cached.
 
@@ -139,7 +140,7 @@ def teacher_logits(
     t0 = time.perf_counter()
 
     def load(i: int) -> np.ndarray:
-        return read_rgb(images.read(i), images.names[i], size=size, crop=True)
+        return read_rgb(images.read(i), images.names[i], size=size, crop=True, crop_pct=crop_pct)
 
     logits: list[torch.Tensor] = []
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -28,7 +28,7 @@ from taskcodec.errors import DataError
 ImageLike = str | os.PathLike | bytes | np.ndarray | Any
 
 
-def _as_rgb(image: ImageLike, size: tuple[int, int] | None, k: int) -> np.ndarray:
+def _as_rgb(image: ImageLike, size: tuple[int, int] | None, k: int, crop_pct: float = 1.0) -> np.ndarray:
     from PIL import Image
 
     from taskcodec.io import read_rgb
@@ -44,9 +44,9 @@ def _as_rgb(image: ImageLike, size: tuple[int, int] | None, k: int) -> np.ndarra
         image.save(buf, format="PNG")  # through the one image decoder: modes, alpha and size limits as for files
         image = buf.getvalue()
     if isinstance(image, (bytes, bytearray)):
-        return read_rgb(bytes(image), f"image {k}", size=size, crop=True)
+        return read_rgb(bytes(image), f"image {k}", size=size, crop=True, crop_pct=crop_pct)
     if isinstance(image, (str, os.PathLike)):
-        return read_rgb(image, str(image), size=size, crop=True)
+        return read_rgb(image, str(image), size=size, crop=True, crop_pct=crop_pct)
     raise DataError(f"image {k}: expected a path, image bytes, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
@@ -55,11 +55,12 @@ class Client:
 
     def __init__(self, path: str | os.PathLike, native_size: bool = False) -> None:
         from taskcodec.export import load_encoder
-        from taskcodec.preprocessing import input_size
+        from taskcodec.preprocessing import crop_fraction, input_size
 
         self.codec, self.meta = load_encoder(path)
         self.codec_id: str = self.meta["codec_id"]
         self.input_size = None if native_size else input_size(self.meta)
+        self.crop_pct = crop_fraction(self.meta)
 
     def compress(self, images: ImageLike | Sequence[ImageLike], names: Sequence[str] | None = None) -> bytes:
         """One container holding a record per image (in order); names are stored when given."""
@@ -75,7 +76,7 @@ class Client:
             raise DataError("no images to compress")
         if names is not None and len(names) != len(items):
             raise DataError(f"{len(names)} names for {len(items)} images")
-        arrays = [_as_rgb(im, self.input_size, k) for k, im in enumerate(items)]
+        arrays = [_as_rgb(im, self.input_size, k, self.crop_pct) for k, im in enumerate(items)]
         if self.input_size is None:
             for k, a in enumerate(arrays):
                 check_native_size(self.codec, a.shape[0], a.shape[1], f"image {k}")

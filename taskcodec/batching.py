@@ -47,6 +47,7 @@ def encode_sources(
     on_done: Callable[[int], None] | None = None,
     size: tuple[int, int] | None = None,
     on_error: Callable[[int, Exception], None] | None = None,
+    crop_pct: float = 1.0,
 ) -> Iterator[tuple[int, bytes]]:
     """Yield ``(index, record)`` for images ``0..count-1`` in order.
 
@@ -60,6 +61,7 @@ def encode_sources(
         on_done: called with the number of images finished, e.g. a progress bar's ``update``.
         size: (height, width) every image is resized (shorter side) and centre-cropped to, the
             export's preprocessing; ``None`` codes images at their native size (checked to fit).
+            ``crop_pct`` < 1 resizes the shorter side to ``floor(size / crop_pct)`` first (timm's crop).
         on_error: when given, an image that cannot be read or taken (a :class:`TaskcodecError`) is
             passed to it with its index and skipped, and the rest go on; otherwise the error stops all.
     """
@@ -67,7 +69,7 @@ def encode_sources(
     def load(i: int) -> Tensor | TaskcodecError:
         source, name = read(i)
         try:
-            image = read_rgb(source, name, size=size, crop=True, max_pixels=max_pixels)
+            image = read_rgb(source, name, size=size, crop=True, max_pixels=max_pixels, crop_pct=crop_pct)
             if size is None:
                 check_native_size(codec, image.shape[0], image.shape[1], name)
         except TaskcodecError as err:

@@ -63,7 +63,7 @@ def _compress(args: argparse.Namespace) -> None:
     from taskcodec.errors import DataError
     from taskcodec.export import load_encoder
     from taskcodec.io import find_images
-    from taskcodec.preprocessing import input_size
+    from taskcodec.preprocessing import crop_fraction, input_size
 
     threads = set_threads(args.threads)
     items = find_images(args.inputs)
@@ -80,6 +80,7 @@ def _compress(args: argparse.Namespace) -> None:
         records = encode_sources(
             codec, len(items), lambda i: (items[i][0], str(items[i][0])), args.batch_size, threads,
             args.max_pixels, bar.update, size, None if args.strict else lambda i, err: skipped.add(str(items[i][0]), err),
+            crop_fraction(meta),
         )  # fmt: skip
         if args.archive:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ through :func:`read_rgb`, so training and deployment see the same pixels:
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ def read_rgb(
     size: tuple[int, int] | None = None,
     crop: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    crop_pct: float = 1.0,
 ) -> np.ndarray:
     """Decode an image (bytes or a path) of any Pillow format and mode to uint8 H x W x 3 RGB.
 
@@ -64,6 +66,8 @@ def read_rgb(
         size: (height, width) to resize to; with ``crop`` the shorter side is fitted and the
             centre is cropped, otherwise the image is stretched to ``size``.
         crop: see ``size``.
+        crop_pct: with ``crop``, the shorter side is first resized to ``floor(side / crop_pct)`` and the
+            centre ``size`` is cut from that (timm's evaluation crop); 1.0 fits the shorter side exactly.
         max_pixels: refuse images with more pixels than this, checked from the header.
 
     Raises:
@@ -84,7 +88,7 @@ def read_rgb(
                 opened.load()
                 image = _to_rgb(ImageOps.exif_transpose(opened))
         if size is not None:
-            image = _resize(image, size, crop)
+            image = _resize(image, size, crop, crop_pct)
         return np.asarray(image, dtype=np.uint8)
     except DataError:
         raise
@@ -154,13 +158,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _resize(image: Image.Image, size: tuple[int, int], crop: bool) -> Image.Image:
+def _resize(image: Image.Image, size: tuple[int, int], crop: bool, crop_pct: float = 1.0) -> Image.Image:
     height, width = size
     if not crop:
         return image.resize((width, height), Image.Resampling.BICUBIC)
+    if not 0.0 < crop_pct <= 1.0:
+        raise DataError(f"crop_pct must be in (0, 1], got {crop_pct}; the export's preprocessing record is damaged")
+    fit_h, fit_w = (math.floor(height / crop_pct), math.floor(width / crop_pct)) if crop_pct < 1.0 else (height, width)
     w, h = image.size
-    scale = max(width / w, height / h)
-    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    scale = max(fit_w / w, fit_h / h)
+    new_w, new_h = max(fit_w, round(w * scale)), max(fit_h, round(h * scale))
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = (new_w - width) // 2, (new_h - height) // 2

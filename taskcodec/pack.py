@@ -29,7 +29,7 @@ from taskcodec.datasets import LabelledImages, image_folder_split, locate_tiny_i
 from taskcodec.errors import ConfigError, DataError
 from taskcodec.io import IMAGE_EXTENSIONS
 from taskcodec.models import TaskCodecBase
-from taskcodec.preprocessing import input_size
+from taskcodec.preprocessing import crop_fraction, input_size
 
 MANIFEST = "manifest.json"
 PACK_FORMAT, PACK_VERSION = "taskcodec-pack", 1
@@ -162,7 +162,7 @@ def pack(
             on_error(images.names[first + k], err)  # type: ignore[misc]
 
         # the export's preprocessing, as `taskcodec compress` applies it: a server learns what clients send
-        for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done, size=input_size(meta),
+        for k, record in encode_sources(encoder, count, read, batch_size, workers, on_done=on_done, size=input_size(meta), crop_pct=crop_fraction(meta),
                                         on_error=skip if on_error is not None else None):  # fmt: skip
             writer.add(record, images.labels[first + k], images.names[first + k] if names else None)
         writer.close()

@@ -18,16 +18,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def preprocessing_config(height: int, width: int) -> dict[str, Any]:
-    """The preprocessing record of a model trained on ``height`` x ``width`` images (timm's keys where they exist)."""
+def preprocessing_config(height: int, width: int, crop_pct: float = 1.0) -> dict[str, Any]:
+    """The preprocessing record of a model trained on ``height`` x ``width`` images (timm's keys where they exist).
+
+    ``crop_pct`` < 1 is timm's evaluation crop: the shorter side goes to ``floor(size / crop_pct)``
+    and the centre ``size`` is kept, as the datamodule prepared the test images.
+    """
     if height < 1 or width < 1:
         raise ConfigError(f"input size must be positive, got {height}x{width}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
     return {
         "input_size": [3, int(height), int(width)],
-        "resize": "shorter side to the input size",
+        "resize": ("shorter side to the input size" if crop_pct == 1.0
+                   else f"shorter side to floor(input size / {crop_pct:g})"),  # fmt: skip
         "interpolation": "bicubic",
         "crop_mode": "center",
-        "crop_pct": 1.0,
+        "crop_pct": float(crop_pct),
         "color": "RGB",
         "value_range": [0.0, 1.0],
         "mean": list(IMAGENET_MEAN),
@@ -43,6 +50,12 @@ def input_size(meta: dict) -> tuple[int, int] | None:
         return None
     _, h, w = pre["input_size"]
     return int(h), int(w)
+
+
+def crop_fraction(meta: dict) -> float:
+    """The export's ``crop_pct`` (1.0 for exports made before it was recorded)."""
+    pre = meta.get("preprocessing") or {}
+    return float(pre.get("crop_pct", 1.0))
 
 
 def describe_preprocessing(meta: dict) -> str:

@@ -403,17 +403,20 @@ def test_real_tiny_imagenet_100_zip():
     assert dm.class_words[0] == "goldfish"
 
 
-@pytest.mark.parametrize("name", ["tiny_imagenet", "image_folder", "cifar10", "cifar100"])
+@pytest.mark.parametrize("name", ["tiny_imagenet", "image_folder", "cifar10", "cifar100", "imagenette"])
 def test_data_configs_instantiate(name, tmp_path):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     leaf = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "data" / f"{name}.yaml")
+    leaf = leaf.data if "data" in leaf else leaf  # a global data file (imagenette) also sets other keys
     cfg = OmegaConf.merge({"paths": {"data_dir": str(tmp_path)}}, {"data": leaf})
     if name == "image_folder":
         cfg.data.root, cfg.data.num_classes = str(tmp_path), 2
     dm = instantiate(cfg.data)
-    assert dm.num_classes == cfg.data.num_classes and dm.batch_size == 128
+    assert dm.num_classes == cfg.data.num_classes and dm.batch_size == cfg.data.batch_size
+    # the reference recipe's data options are one set that every datamodule takes
+    assert (dm.augment, dm.augment_policy, dm.jpeg_augment) == (True, None, None)
 
 
 def test_extra_classes_join_the_training_split_unlabelled():

@@ -76,3 +76,47 @@ def test_stages_run_in_order_and_resume(tmp_path) -> None:
     assert json.loads((tmp_path / "rec" / "result.json").read_text())["stages"]["task"]["test/acc"] == result["test/acc"]
     for stage in ("teacher", "features", "task"):
         assert (tmp_path / "rec" / stage / "metrics.csv").is_file() and (tmp_path / "rec" / stage / "config.yaml").is_file()
+
+
+def _image_folder(tmp_path: Path) -> list[str]:
+    """A user's class-per-folder data: train and test trees of the sample's three classes."""
+    from conftest import SAMPLE
+
+    for wnid in sorted(p.name for p in (SAMPLE / "train").iterdir()):
+        photos = sorted((SAMPLE / "train" / wnid).rglob("*.JPEG"))
+        for k, photo in enumerate(photos):
+            tree = "val" if k % 3 == 2 else "train"
+            (tmp_path / tree / wnid).mkdir(parents=True, exist_ok=True)
+            (tmp_path / tree / wnid / photo.name).write_bytes(photo.read_bytes())
+    return ["data=image_folder", f"data.root={tmp_path / 'train'}", f"data.test_root={tmp_path / 'val'}",
+            "data.num_classes=3", "data.image_size=32", "data.holdout_fraction=0.3", "data.batch_size=4",
+            "data.num_workers=0"]  # fmt: skip
+
+
+def _imagenette(tmp_path: Path) -> list[str]:
+    """Imagenette's layout, official .tgz, at 32 pixels."""
+    from test_imagenette import _files, _write_tgz
+
+    tmp_path.mkdir(parents=True)
+    archive = _write_tgz(tmp_path / "imagenette2-160.tgz", _files("imagenette2-160"))
+    return ["data=imagenette", f"data.root={archive}", "data.num_classes=3", "data.size=32", "data.store_size=40",
+            "data.holdout_per_class=2", "data.batch_size=4"]  # fmt: skip
+
+
+@pytest.mark.parametrize("make_data", [_image_folder, _imagenette])
+def test_the_default_runs_on_other_data_and_measures_jpeg_on_its_own_test_images(make_data, tmp_path) -> None:
+    """The staged default with the teacher's recipe on each data config; no committed table matches, so JPEG
+    and the reference are measured on the run's own test images with its own teacher."""
+    data = make_data(tmp_path / "data")
+    cli = [*data, *CPU, "logger=csv", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+           "stages.teacher.epochs=1", "stages.features.epochs=1", "stages.task.epochs=1"]  # fmt: skip
+    cfg = compose_cfg("train.yaml", ["experiment=light", *cli], tmp_path / "run")
+    result = run_stages(cfg, ["experiment=light", *cli])
+    table = tmp_path / "run" / "task" / "reference_table"
+    rows = (table / "rate_accuracy.csv").read_text().splitlines()
+    assert rows[1].startswith("none,raw") and sum(r.startswith("jpeg,") for r in rows) == 10
+    summary = "\n".join(result["summary"])
+    assert "measured on this run's" in summary and "paired top-1 difference from the reference" in summary
+    assert "JPEG" in summary.split("measured on this run's")[1]
+    teacher = OmegaConf.load(tmp_path / "run" / "teacher" / ".hydra" / "config.yaml")
+    assert teacher.data.augment_policy == "trivialaugment"  # the reference recipe's option reached this datamodule

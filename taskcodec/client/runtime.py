@@ -52,6 +52,7 @@ class OnnxClient:
         self.medians = tables["medians"].astype(np.float32).reshape(1, -1, 1, 1)
         pre = json.loads(str(tables["preprocessing"]))
         self.input_size = None if native_size or not pre else (int(pre["input_size"][1]), int(pre["input_size"][2]))
+        self.crop_pct = float((pre or {}).get("crop_pct", 1.0))  # timm's evaluation crop (1.0: the shorter side fits)
 
     def encode(self, images: np.ndarray) -> list[bytes]:
         """Records of same-size uint8 images ``[B, H, W, 3]``, as ``TaskCodecBase.encode`` writes them."""
@@ -75,7 +76,8 @@ class OnnxClient:
         if not images:
             raise DataError("no images to compress")
         arrays = [read_rgb(bytes(im) if isinstance(im, (bytes, bytearray)) else im,
-                           f"image {k}" if isinstance(im, (bytes, bytearray)) else str(im), size=self.input_size)
+                           f"image {k}" if isinstance(im, (bytes, bytearray)) else str(im), size=self.input_size,
+                           crop_pct=self.crop_pct)
                   for k, im in enumerate(images)]  # fmt: skip
         for k, a in enumerate(arrays):
             if a.shape[0] < self.stride or a.shape[1] < self.stride:
