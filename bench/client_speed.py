@@ -31,7 +31,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules.tiny_imagenet import TinyImageNetDataModule  # noqa: E402
+from datamodules import study_datamodule  # noqa: E402
 from taskcodec.cost import (  # noqa: E402
     classifier_macs,
     client_macs,
@@ -109,8 +109,9 @@ def main() -> None:
     ap.add_argument("--jpeg-quality", type=int, default=30)
     args = ap.parse_args()
     start_bench(args)
-    ref_path = args.reference or str(ROOT / f"logs/reference/{args.num_classes}cls/checkpoints/best.ckpt")
-    dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
+    default_ref = "imagenette" if args.dataset == "imagenette" else f"{args.num_classes}cls"
+    ref_path = args.reference or str(ROOT / f"logs/reference/{default_ref}/checkpoints/best.ckpt")
+    dm = study_datamodule(args.dataset, args.data, args.num_classes)
     dm.setup("test")
     images = dm.test_set.images
     reference = load_image_classifier(ref_path)
@@ -124,7 +125,7 @@ def main() -> None:
                 reference(to_tensor(arr)).argmax(1)
 
     base = {
-        "images": len(images), "torch_threads": torch.get_num_threads(), "batch": args.batch,
+        "dataset": args.dataset, "image_size": list(images.shape[1:3]), "images": len(images), "torch_threads": torch.get_num_threads(), "batch": args.batch,
         "jpeg_quality": args.jpeg_quality, "jpeg_bytes_per_image": float(np.mean([len(f) for f in files])),
         "jpeg_encode_images_per_s": len(images) / median_seconds(lambda: jpeg_files(images, args.jpeg_quality), args.repeats),
         "jpeg_decode_plus_reference_images_per_s": len(images) / median_seconds(jpeg_server, args.repeats),

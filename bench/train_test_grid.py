@@ -254,9 +254,9 @@ def main() -> None:
 
 def run_and_write(args: argparse.Namespace) -> None:
     """The grid itself: data, fine-tuning, scoring, outputs."""
-    from datamodules.tiny_imagenet import TinyImageNetDataModule
+    from datamodules import study_datamodule
 
-    dm = TinyImageNetDataModule(root=args.data, num_classes=args.num_classes, num_workers=0)
+    dm = study_datamodule(args.dataset, args.data, args.num_classes)
     dm.setup("fit")
     dm.setup("test")
     raw, jpegs, down = (

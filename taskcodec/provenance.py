@@ -63,12 +63,18 @@ def write_provenance(path: str | os.PathLike, **extra) -> dict:
     return record
 
 
-def default_data() -> str:
-    """The Tiny ImageNet zip the studies read: ``$TASKCODEC_DATA``, else the shared copy beside the checkout.
+#: the datasets a study script reads (``--dataset``): each one's copy beside the checkout
+STUDY_DATASETS = {"tiny_imagenet": "tiny-imagenet-100.zip", "imagenette": "imagenette-160.zip"}
+
+
+def default_data(dataset: str = "tiny_imagenet") -> str:
+    """The copy of ``dataset`` the studies read: for Tiny ImageNet ``$TASKCODEC_DATA``, else the shared copy beside the checkout.
 
     One default for every script, so moving the data means setting one variable, not editing each script.
     """
-    return os.environ.get("TASKCODEC_DATA") or str(ROOT.parent / "shared" / "data" / "tiny-imagenet-100.zip")
+    if dataset == "tiny_imagenet" and os.environ.get("TASKCODEC_DATA"):
+        return os.environ["TASKCODEC_DATA"]
+    return str(ROOT.parent / "shared" / "data" / STUDY_DATASETS[dataset])
 
 
 def bench_parser(
@@ -90,10 +96,15 @@ def bench_parser(
         parser.add_argument("--out", default=out, help="results folder or file (default: %(default)s)")
     if data:
         parser.add_argument(
+            "--dataset", default="tiny_imagenet", choices=sorted(STUDY_DATASETS),
+            help="which dataset (a configs/data name) the scripts that take one read (default: %(default)s)",
+        )  # fmt: skip
+        parser.add_argument(
             "--data",
-            default=default_data(),
-            help="dataset zip; $TASKCODEC_DATA sets the default (%(default)s)",
-        )
+            default=None,
+            help=f"the dataset's zip or folder (default: the shared copy, {default_data()} for Tiny ImageNet; "
+                 "$TASKCODEC_DATA sets that one)",
+        )  # fmt: skip
     if threads is not None:
         parser.add_argument(
             "--threads", type=int, default=threads, help=f"{THREADS_HELP} (default: %(default)s)"
@@ -107,6 +118,8 @@ def start_bench(args: argparse.Namespace) -> None:
     torch is imported here, not at module level, so this module stays importable without it, and a
     parser built with ``threads=None`` does not import it at all.
     """
+    if hasattr(args, "data") and args.data is None:
+        args.data = default_data(getattr(args, "dataset", "tiny_imagenet"))
     if getattr(args, "threads", None) is None:
         return
     import torch

@@ -195,3 +195,13 @@ def test_shared_imagenette_160_zip():
     assert (len(dm.train_set), len(dm.holdout_set), len(dm.test_set)) == (8969, 500, 3925)
     assert dm.train_set.images.shape[1:] == (160, 160, 3) and dm.test_set.images.shape[1:] == (128, 128, 3)
     assert dm.class_words[-1] == "parachute"
+
+
+def test_study_scripts_pick_the_datamodule_of_their_dataset(sources):
+    from datamodules import TinyImageNetDataModule, study_datamodule
+
+    dm = study_datamodule("imagenette", str(sources["zip"]), 3, size=32, store_size=40, holdout_per_class=2)
+    assert isinstance(dm, ImagenetteDataModule) and dm.num_classes == 3
+    assert isinstance(study_datamodule("tiny_imagenet", "x.zip", 10), TinyImageNetDataModule)
+    with pytest.raises(ConfigError, match="tiny_imagenet or imagenette"):
+        study_datamodule("cifar7", "x", 10)

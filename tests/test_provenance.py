@@ -18,14 +18,24 @@ def test_default_data_honours_the_environment(monkeypatch) -> None:
     assert default_data() == SHARED_ZIP
     monkeypatch.setenv("TASKCODEC_DATA", "/elsewhere/tiny.zip")
     assert default_data() == "/elsewhere/tiny.zip"
-    assert bench_parser("doc", out="o").parse_args([]).data == "/elsewhere/tiny.zip"
+    args = bench_parser("doc", out="o", threads=None).parse_args([])
+    start_bench(args)  # the dataset's default copy is filled in before any work
+    assert args.data == "/elsewhere/tiny.zip"
+    args = bench_parser("doc", out="o", threads=None).parse_args(["--dataset", "imagenette"])
+    start_bench(args)
+    assert args.data == str(ROOT.parent / "shared" / "data" / "imagenette-160.zip")
+    with pytest.raises(SystemExit):
+        bench_parser("doc", out="o").parse_args(["--dataset", "cifar7"])
 
 
 def test_bench_parser_defaults(monkeypatch) -> None:
     monkeypatch.delenv("TASKCODEC_DATA", raising=False)
     parser = bench_parser("What the study measures.\n\n    python bench/x.py", out="results/x", threads=3)
     args = parser.parse_args([])
-    assert (args.out, args.data, args.threads) == ("results/x", SHARED_ZIP, 3)
+    assert (args.out, args.data, args.dataset, args.threads) == ("results/x", None, "tiny_imagenet", 3)
+    args.threads = None  # fill in the data without touching this process's torch threads
+    start_bench(args)
+    assert args.data == SHARED_ZIP
     assert "python bench/x.py" in parser.format_help()  # the docstring, verbatim
     assert bench_parser("d").parse_args(["--out", "o"]).threads == 1
     args = parser.parse_args(["--out", "elsewhere", "--data", "d.zip", "--threads", "2"])
