@@ -37,7 +37,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from taskcodec.errors import BitstreamError, ConfigError, OverloadedError, TaskcodecError
+from taskcodec.errors import BitstreamError, CheckpointError, ConfigError, OverloadedError, TaskcodecError
 
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_MAX_IMAGES = 256
@@ -347,7 +347,9 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, workers: i
     if workers == 1:
         uvicorn.run(create_app(model_path, **kwargs), host=host, port=port, log_level="warning")
         return
-    create_app(model_path, **kwargs)  # fail here, once, on a bad model or setting, not in every worker
+    if not os.path.isfile(model_path):  # the supervisor loads no model: only the workers hold one
+        raise CheckpointError(f"{model_path} is not a file; pass a server-<id>.onnx or decoder-<id>.pt")
+    Batcher(None, **{k: kwargs[k] for k in ("max_batch", "batch_timeout", "max_queue", "max_wait") if k in kwargs})
     os.environ[CONFIG_ENV] = json.dumps({"model": str(model_path), **kwargs})
     uvicorn.run("taskcodec.serve:app_from_environment", factory=True, workers=workers, host=host, port=port,
                 log_level="warning")  # fmt: skip

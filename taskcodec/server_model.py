@@ -67,6 +67,8 @@ class OnnxServerModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(0, int(threads or 0))  # 0: onnxruntime's default (the physical cores)
         options.inter_op_num_threads = 1
+        # idle intra-op threads sleep instead of spinning: the event loop shares these cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files
