@@ -145,3 +145,16 @@ def test_a_request_larger_than_the_queue_is_refused_413() -> None:
 def test_bad_admission_settings_are_refused(kwargs) -> None:
     with pytest.raises(ConfigError, match="must be"):
         Batcher(None, **kwargs)
+
+
+def test_bad_worker_settings_are_refused_before_any_process_starts(tmp_path) -> None:
+    from taskcodec.errors import CheckpointError
+    from taskcodec.serve import serve
+
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        serve(str(tmp_path / "server-x.onnx"), workers=0)
+    with pytest.raises(CheckpointError, match="is not a file"):
+        serve(str(tmp_path / "server-x.onnx"), workers=2)
+    (tmp_path / "server-x.onnx").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="must be"):
+        serve(str(tmp_path / "server-x.onnx"), workers=2, max_queue=0)
