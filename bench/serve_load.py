@@ -389,6 +389,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+        write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note, partial=True,
+                         settings=server_settings(args), agreement=agree, servers=results)  # fmt: skip  (kept if a later server fails)
     bad = sum(r["dropped"] + r["wrong_labels"] + r["unexpected_answers"] + r["status_5xx"]
               for v in results.values() for r in [*v["runs"], *([v["hostile_32_clients"]] if "hostile_32_clients" in v else [])])  # fmt: skip
     write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note,
