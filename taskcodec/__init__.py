@@ -11,6 +11,7 @@ from taskcodec.errors import (
     CodecError,
     ConfigError,
     DataError,
+    OverloadedError,
     TaskcodecError,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "CodecError",
     "ConfigError",
     "DataError",
+    "OverloadedError",
     "TaskcodecError",
     "__version__",
     "load_client",

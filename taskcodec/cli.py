@@ -8,7 +8,7 @@
     taskcodec export CKPT [--out DIR]                              encoder/decoder files from a checkpoint
     taskcodec adapt DATASET -m ENCODER -o DIR                      a new server (decoder) for your classes
     taskcodec analyze IMAGES -m ENCODER [--jpeg-quality Q] -o DIR  where the bits go: bit maps + JSON
-    taskcodec serve -m DECODER [--port P]                          HTTP: POST a container, get JSON labels
+    taskcodec serve -m SERVER [--port P]                           HTTP: POST a container, get JSON labels
 
 Exit codes: 0 success; 2 an error in the input, files or arguments (one line on stderr, no
 traceback); 1 an unexpected internal error (a bug: set TASKCODEC_DEBUG=1 for the traceback);
@@ -35,26 +35,36 @@ def _bar(args: argparse.Namespace, total: int, desc: str):
 
 
 def _export(args: argparse.Namespace) -> None:
-    from taskcodec.export import ENCODER_KIND, export_checkpoint, load_encoder, read_export
+    from taskcodec.export import ENCODER_KIND, export_checkpoint, read_export
 
     try:
-        is_encoder = read_export(args.ckpt)["kind"] == ENCODER_KIND
+        kind = read_export(args.ckpt)["kind"]
     except TaskcodecError:
-        is_encoder = False  # a training checkpoint
-    if is_encoder and not args.onnx:
-        raise TaskcodecError(f"{args.ckpt} is an encoder export already; add --onnx to make a torch-free client of it")
-    if is_encoder:
-        enc, out = Path(args.ckpt), Path(args.out) if args.out else Path(args.ckpt).parent
-    else:
+        kind = None  # a training checkpoint
+    if kind is not None and not args.onnx:
+        side = "client" if kind == ENCODER_KIND else "server"
+        raise TaskcodecError(f"{args.ckpt} is an export already; add --onnx to make a torch-free {side} of it")
+    enc = dec = None
+    if kind is None:
         out = Path(args.out) if args.out else Path(args.ckpt).resolve().parent.parent / "export"
         enc, dec = export_checkpoint(args.ckpt, out)
         print(f"encoder: {enc}\ndecoder: {dec}")
-    if args.onnx:
-        from taskcodec.onnx_export import export_onnx_client
+    else:
+        out = Path(args.out) if args.out else Path(args.ckpt).parent
+        enc, dec = (Path(args.ckpt), None) if kind == ENCODER_KIND else (None, Path(args.ckpt))
+    if not args.onnx:
+        return
+    from taskcodec.export import load_decoder, load_encoder
+    from taskcodec.onnx_export import export_onnx_client, export_onnx_server
 
+    if enc is not None:
         codec, meta = load_encoder(enc)
         onnx_path, tables = export_onnx_client(codec, out, meta["codec_id"], meta)
         print(f"onnx client: {onnx_path} (+ {tables.name}); run it with `python -m taskcodec.client compress`")
+    if dec is not None:
+        codec, meta = load_decoder(dec)
+        onnx_path, tables = export_onnx_server(codec, out, meta["codec_id"], meta)
+        print(f"onnx server: {onnx_path} (+ {tables.name}); run it with `taskcodec serve -m {onnx_path.name}`")
 
 
 def _compress(args: argparse.Namespace) -> None:
@@ -318,9 +328,11 @@ def _adapt(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from taskcodec.serve import serve
 
-    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health)", file=sys.stderr)
-    serve(args.model, args.host, args.port, max_body=args.max_body, max_images=args.max_images,
-          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads)  # fmt: skip
+    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health, GET /metrics)",
+          file=sys.stderr)  # fmt: skip
+    serve(args.model, args.host, args.port, workers=args.workers, max_body=args.max_body, max_images=args.max_images,
+          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads,
+          max_queue=args.max_queue, max_wait=args.max_wait_ms / 1000 if args.max_wait_ms > 0 else None)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,25 +397,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p = command("export", _export, "write encoder/decoder files from a joint-codec checkpoint (and a torch-free ONNX client)")
-    p.add_argument("ckpt", help="Lightning checkpoint written by train.py (model=joint), or with --onnx an encoder-<id>.pt")
+    p.add_argument("ckpt", help="Lightning checkpoint written by train.py (model=joint), or with --onnx an "
+                               "encoder-<id>.pt or decoder-<id>.pt")
     p.add_argument("--out", help="output folder (default: <run dir>/export, or the encoder's folder)")
     p.add_argument("--onnx", action="store_true",
-                   help="also write client-<id>.onnx + .npz for `python -m taskcodec.client` (factorized entropy model)")
+                   help="also write client-<id>.onnx + .npz for `python -m taskcodec.client` and server-<id>.onnx + .npz "
+                        "for `taskcodec serve` (factorized entropy model)")
     p = command("analyze", _analyze, "where the bits go: per-pixel bit maps (learned codec and/or JPEG) as PNG + JSON")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("-m", "--model", help="encoder-<id>.pt from `taskcodec export` (any codec family)")
     p.add_argument("--jpeg-quality", type=int, action="append", help="also map JPEG at this quality (repeatable)")
     p.add_argument("-o", "--out", required=True, help="output folder: bits.json and bitmaps.png")
     p.add_argument("--grid", type=int, default=8, help="images drawn in bitmaps.png (default 8; 0: none)")
-    p = command("serve", _serve, "serve a decoder over HTTP: POST a container to /v1/classify, get JSON labels")
-    p.add_argument("-m", "--model", required=True, help="decoder-<id>.pt from `taskcodec export`")
+    p = command("serve", _serve, "serve a model over HTTP: POST a container to /v1/classify, get JSON labels")
+    p.add_argument("-m", "--model", required=True,
+                   help="server-<id>.onnx from `taskcodec export DECODER --onnx` (no torch), or decoder-<id>.pt")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-body", type=int, default=1 << 20, help="largest request body in bytes (default 1 MiB)")
     p.add_argument("--max-images", type=int, default=256, help="most images per request (default 256)")
-    p.add_argument("--max-batch", type=int, default=64, help="most images per decoder call across requests (default 64)")
-    p.add_argument("--batch-timeout-ms", type=float, default=5.0, help="how long a batch waits for more images (default 5)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-batch", type=int, default=32, help="most images per decoder call across requests (default 32)")
+    p.add_argument("--batch-timeout-ms", type=float, default=2.0, help="how long a batch waits for more images (default 2)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="most images admitted and waiting; more are answered 503 + Retry-After at once (default 256)")
+    p.add_argument("--max-wait-ms", type=float, default=100.0,
+                   help="a request waiting longer is answered 503, not computed (default 100; 0: no deadline)")
+    p.add_argument("--threads", type=int, default=None, help="the model's intra-op threads (default: its runtime's)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes on one socket, each with its own queue and metrics (default 1)")
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")

@@ -27,3 +27,14 @@ class CodecError(TaskcodecError):
 
 class SkippedInputsError(TaskcodecError):
     """A batch command finished, but skipped some inputs (each was reported with its reason)."""
+
+
+class OverloadedError(TaskcodecError):
+    """A server refused a request for load (its queue was full, or the request waited past its deadline).
+
+    ``retry_after`` is how many seconds the client should wait before sending it again.
+    """
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

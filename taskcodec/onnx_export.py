@@ -1,10 +1,15 @@
-"""``taskcodec export --onnx``: a client that needs no PyTorch, as an ONNX analysis transform plus tables.
+"""``taskcodec export --onnx``: a client and a server that need no PyTorch, as ONNX graphs plus tables.
 
 Writes ``client-<id>.onnx`` (RGB in [0, 1], replicate-padded to the stride -> the latent ``y``) and
 ``client-<id>.npz`` (the factorized entropy model's quantised CDFs, lengths, offsets and medians,
 the stride, the model id and the preprocessing as JSON). :mod:`taskcodec.client` reads both with
 numpy, onnxruntime, Pillow and the compiled range coder and writes the same container files as
 ``taskcodec compress``.
+
+Given a decoder, it writes ``server-<id>.onnx`` (the decoded latent ``y_hat`` -> logits: ``g_s``
+and the classifier tail) and ``server-<id>.npz`` (the same entropy tables, the class names and
+words). :mod:`taskcodec.server_model` range-decodes with the tables and runs the graph in
+onnxruntime, so ``taskcodec serve -m server-<id>.onnx`` runs without torch.
 
 Only the factorized entropy model is exported. Its CDF for a symbol depends on the channel alone,
 so whatever float rounding the client's runtime adds to ``y`` changes at most a symbol's value,
@@ -74,51 +79,90 @@ class _Analysis(nn.Module):
         return self.codec.analysis(x)
 
 
-def export_onnx_client(codec: TaskCodecBase, out_dir: str | os.PathLike, codec_id: str, meta: dict) -> tuple[Path, Path]:
-    """Write ``client-<id>.onnx`` and ``client-<id>.npz`` for an updated codec; returns their paths."""
+class _Synthesis(nn.Module):
+    """``y_hat`` -> logits: what the server runs after range decoding (``g_s`` and the classifier tail)."""
+
+    def __init__(self, codec: TaskCodecBase) -> None:
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        return self.codec.synthesis(y_hat, (0, 0))["logits"]  # families without pixels ignore the size
+
+
+def _check_exportable(codec: TaskCodecBase, what: str) -> None:
     if not isinstance(codec.entropy, FactorizedEntropy):
         raise ConfigError(
-            f"an ONNX client is exported for the factorized entropy model only, this {codec.family} codec has "
+            f"an ONNX {what} is exported for the factorized entropy model only, this {codec.family} codec has "
             f"{type(codec.entropy).__name__}: its h_s would run in two runtimes and could desynchronise the "
-            "decoder; train with model.codec.entropy=factorized for a torch-free client"
+            f"decoder; train with model.codec.entropy=factorized for a torch-free {what}"
         )
     try:
         import onnx  # noqa: F401  (torch.onnx needs it)
     except ImportError as e:
         raise ConfigError("`taskcodec export --onnx` needs the onnx package: pip install onnx") from e
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    net = _Analysis(_freeze_gdn(copy.deepcopy(codec).cpu().eval())).eval()
-    s = codec.stride
-    example = torch.rand(1, 3, 4 * s, 4 * s)
-    onnx_path, npz_path = out / f"client-{codec_id}.onnx", out / f"client-{codec_id}.npz"
-    tmp = onnx_path.with_name(onnx_path.name + ".part")
+
+
+def _write_onnx(net: nn.Module, example: Tensor, path: Path, names: tuple[str, str], axes: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
     try:
-        torch.onnx.export(
-            net, (example,), str(tmp), input_names=["x"], output_names=["y"], opset_version=OPSET, dynamo=False,
-            dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "h", 3: "w"}},
-        )  # fmt: skip
-        os.replace(tmp, onnx_path)
+        torch.onnx.export(net, (example,), str(tmp), input_names=[names[0]], output_names=[names[1]],
+                          opset_version=OPSET, dynamo=False, dynamic_axes=axes)  # fmt: skip
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_tables(codec: TaskCodecBase, path: Path, codec_id: str, extra: dict) -> None:
+    """The factorized model's quantised CDFs, lengths, offsets and medians, and what a reader checks."""
     eb = codec.entropy.entropy_bottleneck
     tables = {
         "version": np.array(ONNX_CLIENT_VERSION),
         "codec_id": np.array(codec_id),
         "family": np.array(codec.family),
-        "stride": np.array(s),
+        "stride": np.array(codec.stride),
         "analysis_stride": np.array(codec.analysis_stride),
         "latent_channels": np.array(codec.latent_channels),
         "cdfs": eb._quantized_cdf.numpy().astype(np.int32),
         "cdf_lengths": eb._cdf_length.numpy().astype(np.int64),
         "offsets": eb._offset.numpy().astype(np.int64),
         "medians": _eb_median(eb, 4).reshape(-1).numpy().astype(np.float32),
-        "preprocessing": np.array(json.dumps(meta.get("preprocessing"))),
+        **{k: np.array(json.dumps(v, default=str)) for k, v in extra.items()},
     }
-    tmp_npz = npz_path.with_name(npz_path.name + ".part.npz")
+    tmp_npz = path.with_name(path.name + ".part.npz")
     try:
         np.savez(tmp_npz, **tables)
-        os.replace(tmp_npz, npz_path)
+        os.replace(tmp_npz, path)
     finally:
         tmp_npz.unlink(missing_ok=True)
+
+
+def export_onnx_client(codec: TaskCodecBase, out_dir: str | os.PathLike, codec_id: str, meta: dict) -> tuple[Path, Path]:
+    """Write ``client-<id>.onnx`` and ``client-<id>.npz`` for an updated codec; returns their paths."""
+    _check_exportable(codec, "client")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = _Analysis(_freeze_gdn(copy.deepcopy(codec).cpu().eval())).eval()
+    s = codec.stride
+    onnx_path, npz_path = out / f"client-{codec_id}.onnx", out / f"client-{codec_id}.npz"
+    _write_onnx(net, torch.rand(1, 3, 4 * s, 4 * s), onnx_path, ("x", "y"),
+                {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "h", 3: "w"}})  # fmt: skip
+    _write_tables(codec, npz_path, codec_id, {"preprocessing": meta.get("preprocessing")})
+    return onnx_path, npz_path
+
+
+def export_onnx_server(codec: TaskCodecBase, out_dir: str | os.PathLike, codec_id: str, meta: dict) -> tuple[Path, Path]:
+    """Write ``server-<id>.onnx`` (``y_hat`` -> logits) and ``server-<id>.npz`` for a decoder; returns their paths."""
+    _check_exportable(codec, "server")
+    if codec.has_pixels:
+        raise ConfigError(f"a {codec.family} codec that decodes pixels crops them to each image's size, which its "
+                          "ONNX graph cannot take; serve its decoder-<id>.pt instead")  # fmt: skip
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = _Synthesis(_freeze_gdn(copy.deepcopy(codec).cpu().eval())).eval()
+    onnx_path, npz_path = out / f"server-{codec_id}.onnx", out / f"server-{codec_id}.npz"
+    example = torch.zeros(2, *codec.latent_shape(4 * codec.stride, 4 * codec.stride))
+    _write_onnx(net, example, onnx_path, ("y_hat", "logits"),
+                {"y_hat": {0: "batch", 2: "h", 3: "w"}, "logits": {0: "batch"}})  # fmt: skip
+    _write_tables(codec, npz_path, codec_id, {"meta": {k: v for k, v in meta.items() if k not in ("codec_id", "family")}})
     return onnx_path, npz_path

@@ -8,8 +8,7 @@ import tarfile
 from pathlib import Path
 from typing import TextIO
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from taskcodec.bitstream import unpack_record
 from taskcodec.container import Container, looks_like_container, read_container_file
@@ -23,10 +22,23 @@ def class_label(meta: dict, k: int) -> tuple[str, str]:
     return name, str(words[k]) if k < len(words) else name
 
 
-def label_rows(rows: list[dict], logits: Tensor, meta: dict, topk: int) -> list[dict]:
-    """Add the ``topk`` classes (index, name, words, probability) to each row, best first."""
+def softmax_topk(logits, topk: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities, class indexes)`` of the ``topk`` best classes per row, best first (float64 softmax)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    idx = np.argsort(-p, axis=1, kind="stable")[:, :topk]
+    return np.take_along_axis(p, idx, axis=1), idx
+
+
+def label_rows(rows: list[dict], logits, meta: dict, topk: int) -> list[dict]:
+    """Add the ``topk`` classes (index, name, words, probability) to each row, best first.
+
+    ``logits`` is a CPU tensor or a numpy array: the torch-free server labels with this too.
+    """
     topk = max(1, min(topk, logits.shape[1]))
-    probs, idx = torch.softmax(logits.double(), dim=1).topk(topk, dim=1)
+    probs, idx = softmax_topk(logits, topk)
     for row, p, i in zip(rows, probs.tolist(), idx.tolist(), strict=True):
         row["top"] = [
             {"class": k, "name": class_label(meta, k)[0], "words": class_label(meta, k)[1], "probability": round(q, 6)}

@@ -21,7 +21,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     _, enc, dec = export_tiny(tmp / "m")
     _, enc2, _ = export_tiny(tmp / "other", "split", downsample=1)
-    app = create_app(dec, max_body=20_000, max_images=8, max_batch=16, batch_timeout=0.01)
+    app = create_app(dec, max_body=20_000, max_images=8, max_batch=16, batch_timeout=0.01, max_wait=None)
     url, stop = serve_in_thread(app)
     images = sorted(SAMPLE.rglob("*.JPEG"))[:6]
     assert main(["compress", *map(str, images), "-m", str(enc), "-o", str(tmp / "all.tca"), "--archive", "-q"]) == 0

@@ -21,16 +21,14 @@ import torch.nn.functional as F
 from compressai.models.base import CompressionModel
 from torch import Tensor, nn
 
-from taskcodec.bitstream import pack_record, unpack_record
+from taskcodec.bitstream import MAX_LATENT_SYMBOLS, pack_record, unpack_record
 from taskcodec.errors import BitstreamError, ConfigError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.models.entropy import EntropyStage
 from taskcodec.range_coder import BatchDecoder, BatchEncoder
 
-#: decoding refuses records whose latent would exceed this many symbols per image, or whose image
-#: would exceed this many pixels (the same cap as reading an image), before any tensor is made:
-#: a few header bytes must never make the decoder allocate or loop for long
-MAX_LATENT_SYMBOLS = 1 << 21
+#: decoding refuses records whose image would exceed this many pixels (the same cap as reading an
+#: image) or whose latent would exceed ``MAX_LATENT_SYMBOLS``, before any tensor is made
 MAX_DECODE_PIXELS = DEFAULT_MAX_PIXELS
 
 

@@ -1,0 +1,150 @@
+"""What ``taskcodec serve`` runs: records in, logits out, from either kind of exported server.
+
+* ``server-<id>.onnx`` (+ ``server-<id>.npz`` beside it, ``taskcodec export DECODER --onnx``):
+  :class:`OnnxServerModel` range-decodes each record with the factorized model's tables (numpy
+  and the compiled coder) and runs ``g_s`` and the classifier tail in onnxruntime. Nothing here
+  imports torch, so a server installed with ``pip install --no-deps taskcodec`` plus the
+  ``[serve]`` extra runs it (``tests/test_serve_onnx.py`` checks it with torch made unimportable).
+* ``decoder-<id>.pt``: :class:`TorchServerModel`, the PyTorch decoder (torch imported on load).
+
+Both refuse a corrupt record with :class:`~taskcodec.errors.BitstreamError`, before any large
+array is made, as ``TaskCodecBase.decode_latents`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from taskcodec.bitstream import MAX_LATENT_SYMBOLS, unpack_record
+from taskcodec.errors import BitstreamError, CheckpointError, ConfigError
+from taskcodec.io import DEFAULT_MAX_PIXELS
+
+#: the version of the ``.npz`` tables this reader understands (``taskcodec.onnx_export.ONNX_CLIENT_VERSION``)
+SUPPORTED_TABLES_VERSION = 1
+
+
+class ServerModel(Protocol):
+    """A server as the HTTP endpoint sees it: the model id it accepts, its meta, and a batch decoder."""
+
+    codec_id: str
+    meta: dict  # "family", "class_names", "class_words", ...
+
+    def decode(self, records: list[bytes]) -> np.ndarray:
+        """float32 logits ``[len(records), classes]`` in the order given; BitstreamError on a corrupt record."""
+        ...
+
+
+class OnnxServerModel:
+    """``server-<id>.onnx`` + ``.npz``: the compiled range decoder, then ``y_hat`` -> logits in onnxruntime."""
+
+    def __init__(self, onnx_path: str | os.PathLike, threads: int | None = None) -> None:
+        from taskcodec.range_coder import CdfTables
+
+        onnx_path = Path(onnx_path)
+        tables_path = onnx_path.with_suffix(".npz")
+        if not onnx_path.is_file() or not tables_path.is_file():
+            raise CheckpointError(f"{onnx_path} and {tables_path.name} beside it are needed; make them with "
+                                  "`taskcodec export DECODER --onnx`")  # fmt: skip
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ConfigError('the torch-free server needs onnxruntime: pip install "taskcodec[serve]"') from e
+        try:
+            with np.load(tables_path, allow_pickle=False) as t:
+                tables = {k: t[k] for k in t.files}
+            meta = json.loads(str(tables["meta"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"cannot read {tables_path} as a server's tables ({e}); re-export it with "
+                                  "`taskcodec export DECODER --onnx`") from e  # fmt: skip
+        if int(tables.get("version", -1)) != SUPPORTED_TABLES_VERSION:
+            raise CheckpointError(f"{tables_path} is ONNX tables version {tables.get('version')}, this server reads "
+                                  f"{SUPPORTED_TABLES_VERSION}; re-export it with this taskcodec")  # fmt: skip
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(0, int(threads or 0))  # 0: onnxruntime's default (the physical cores)
+        options.inter_op_num_threads = 1
+        # idle intra-op threads sleep instead of spinning: the event loop shares these cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise CheckpointError(f"cannot load {onnx_path}: {e}; re-export it with `taskcodec export DECODER --onnx`") from e
+        self.codec_id = str(tables["codec_id"])
+        self.meta = {"codec_id": self.codec_id, "family": str(tables["family"]), **meta}
+        self.stride, self.analysis_stride = int(tables["stride"]), int(tables["analysis_stride"])
+        self.channels = int(tables["latent_channels"])
+        self.tables = CdfTables(tables["cdfs"], tables["cdf_lengths"], tables["offsets"])
+        self.medians = tables["medians"].astype(np.float32).reshape(1, -1, 1, 1)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        s, a = self.stride, self.analysis_stride
+        return self.channels, -(-height // s) * s // a, -(-width // s) * s // a
+
+    def decode_latents(self, payloads: list[bytes], image_size: tuple[int, int]) -> np.ndarray:
+        """``y_hat`` of same-size images, exactly as the PyTorch decoder rebuilds it."""
+        from taskcodec.range_coder import BatchDecoder
+
+        shape = self.latent_shape(*image_size)
+        if image_size[0] * image_size[1] > DEFAULT_MAX_PIXELS or shape[0] * shape[1] * shape[2] > MAX_LATENT_SYMBOLS:
+            raise BitstreamError(
+                f"a {image_size[0]}x{image_size[1]} image (latent {shape}) is over the decoder's limit of "
+                f"{DEFAULT_MAX_PIXELS} pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt "
+                "or the image is too large for this codec"
+            )
+        decoders = BatchDecoder(payloads)
+        indexes = np.broadcast_to(np.arange(shape[0]).reshape(1, -1, 1, 1), (len(payloads), *shape))
+        symbols = decoders.decode(indexes.reshape(len(payloads), -1), self.tables)
+        for read, p in zip(decoders.bytes_read, payloads, strict=True):
+            if read < len(p):
+                raise BitstreamError(f"corrupt record: {len(p) - read} bytes after the coded data; "
+                                     "garbage was appended or the record was made by another model")  # fmt: skip
+        return symbols.reshape(len(payloads), *shape).astype(np.float32) + self.medians
+
+    def decode(self, records: list[bytes]) -> np.ndarray:
+        if not records:
+            raise BitstreamError("no records to decode")
+        parsed = [unpack_record(r) for r in records]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (h, w, _) in enumerate(parsed):
+            groups.setdefault((h, w), []).append(i)
+        out: np.ndarray | None = None
+        for size, idx in groups.items():
+            y_hat = self.decode_latents([parsed[i][2] for i in idx], size)
+            (logits,) = self.session.run(["logits"], {"y_hat": y_hat})
+            if out is None:
+                out = np.empty((len(records), logits.shape[1]), np.float32)
+            out[idx] = logits
+        return out
+
+
+class TorchServerModel:
+    """``decoder-<id>.pt``: the PyTorch decoder (imports torch)."""
+
+    def __init__(self, decoder_path: str | os.PathLike, threads: int | None = None) -> None:
+        import torch
+
+        from taskcodec.export import load_decoder
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.codec, self.meta = load_decoder(decoder_path)
+        self.codec_id = self.meta["codec_id"]
+
+    def decode(self, records: list[bytes]) -> np.ndarray:
+        import torch
+
+        from taskcodec.batching import decode_records
+
+        with torch.no_grad():
+            return decode_records(self.codec, records, max(1, len(records))).numpy()
+
+
+def load_server_model(path: str | os.PathLike, threads: int | None = None) -> ServerModel:
+    """``server-<id>.onnx`` runs in onnxruntime (no torch); anything else is read as a ``decoder-<id>.pt``."""
+    if Path(path).suffix == ".onnx":
+        return OnnxServerModel(path, threads)
+    return TorchServerModel(path, threads)

@@ -1,0 +1,160 @@
+"""Admission control over real HTTP: a full queue answers 503 at once, a request past its deadline is
+answered 503 and never computed, the server keeps serving afterwards, and /metrics reports it all.
+
+The model here blocks inside ``decode`` until the test releases it, so the queue fills on purpose and
+no assertion depends on timing.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("prometheus_client")
+httpx = pytest.importorskip("httpx")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from taskcodec.bitstream import pack_record  # noqa: E402
+from taskcodec.container import Entry, write_container  # noqa: E402
+from taskcodec.errors import ConfigError  # noqa: E402
+from taskcodec.serve import Batcher, create_app, serve_in_thread  # noqa: E402
+
+CODEC_ID = "00112233aabbccdd"
+WAIT = 60  # seconds a sync step may take on a loaded machine before the test gives up (not a speed check)
+
+
+class GatedModel:
+    """A ServerModel whose decode blocks until ``gate`` is set; logits say which record was decoded."""
+
+    codec_id = CODEC_ID
+    meta = {"family": "test", "class_names": ["a", "b", "c", "d"]}
+
+    def __init__(self) -> None:
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.decoded: list[bytes] = []
+
+    def decode(self, records: list[bytes]) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.decoded += records
+        logits = np.zeros((len(records), 4), np.float32)
+        logits[np.arange(len(records)), [r[-1] % 4 for r in records]] = 1.0
+        return logits
+
+
+def body(k: int) -> bytes:
+    """A one-image container whose record's last byte is ``k`` (the class GatedModel answers)."""
+    return write_container([Entry(pack_record(64, 64, bytes([7, k])))], CODEC_ID)
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def wait_until(condition) -> None:
+    done = threading.Event()
+    for _ in range(WAIT * 20):
+        if condition():
+            return
+        done.wait(0.05)
+    raise AssertionError("the server never reached the expected state")
+
+
+def test_full_queue_answers_503_at_once_and_the_server_keeps_serving() -> None:
+    model = GatedModel()
+    url, stop = serve_in_thread(create_app(model, max_batch=1, batch_timeout=0, max_queue=2, max_wait=None))
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(httpx.post, f"{url}/v1/classify", content=body(1), timeout=WAIT)
+            assert model.entered.wait(WAIT)  # request 1 is being computed (and blocks there)
+            queued = [pool.submit(httpx.post, f"{url}/v1/classify", content=body(k), timeout=WAIT) for k in (2, 3)]
+            wait_until(lambda: httpx.get(f"{url}/health").json()["queue_images"] == 2)
+            # the queue holds 2 images: the next request is refused while the decoder is still blocked
+            r = httpx.post(f"{url}/v1/classify", content=body(0), timeout=WAIT)
+            assert r.status_code == 503 and "queue is full" in r.json()["error"]
+            assert int(r.headers["Retry-After"]) >= 1
+            assert not first.done() and not any(q.done() for q in queued)
+            model.gate.set()
+            answers = [f.result() for f in (first, *queued)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert [a.json()["results"][0]["top"][0]["class"] for a in answers] == [1, 2, 3]
+        assert "queue;dur=" in answers[0].headers["Server-Timing"]
+        after = httpx.post(f"{url}/v1/classify", content=body(3), timeout=WAIT)
+        assert after.status_code == 200 and after.json()["results"][0]["top"][0]["name"] == "d"
+        health = httpx.get(f"{url}/health").json()
+        assert health["rejected"] == {"queue_full": 1, "deadline": 0} and health["queue_images"] == 0
+
+        scrape = httpx.get(f"{url}/metrics")
+        assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+        values = metric_values(scrape.text)
+        assert values[("taskcodec_responses_total", (("status", "200"),))] == 4
+        assert values[("taskcodec_responses_total", (("status", "503"),))] == 1
+        assert values[("taskcodec_rejected_total", (("reason", "queue_full"),))] == 1
+        assert values[("taskcodec_queue_images", ())] == 0
+        assert values[("taskcodec_batch_images_count", ())] == 4  # four decoder calls of one image each
+        assert values[("taskcodec_queue_seconds_count", ())] == 4
+        assert values[("taskcodec_compute_seconds_count", ())] == 4
+        assert values[("taskcodec_images_total", ())] == 4
+    finally:
+        model.gate.set()
+        stop()
+
+
+def test_a_request_past_its_deadline_is_answered_503_and_never_computed() -> None:
+    model = GatedModel()
+    url, stop = serve_in_thread(create_app(model, max_batch=1, batch_timeout=0, max_queue=8, max_wait=0.05))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"{url}/v1/classify", content=body(1), timeout=WAIT)
+            assert model.entered.wait(WAIT)
+            # the decoder is blocked, so this request can only leave the queue by its deadline
+            late = httpx.post(f"{url}/v1/classify", content=body(2), timeout=WAIT)
+            assert late.status_code == 503 and "waited over 50 ms" in late.json()["error"]
+            assert "Retry-After" in late.headers
+            model.gate.set()
+            assert first.result().status_code == 200
+        assert httpx.post(f"{url}/v1/classify", content=body(3), timeout=WAIT).status_code == 200
+        assert [r[-1] for r in model.decoded] == [1, 3]  # the late request's record was never decoded
+        values = metric_values(httpx.get(f"{url}/metrics").text)
+        assert values[("taskcodec_rejected_total", (("reason", "deadline"),))] == 1
+        assert httpx.get(f"{url}/health").json()["queue_images"] == 0
+    finally:
+        model.gate.set()
+        stop()
+
+
+def test_a_request_larger_than_the_queue_is_refused_413() -> None:
+    model = GatedModel()
+    model.gate.set()
+    url, stop = serve_in_thread(create_app(model, max_queue=2, max_wait=None))
+    try:
+        data = write_container([Entry(pack_record(64, 64, bytes([7, k]))) for k in range(3)], CODEC_ID)
+        r = httpx.post(f"{url}/v1/classify", content=data, timeout=WAIT)
+        assert r.status_code == 413 and "more than this server's queue holds" in r.json()["error"]
+        assert httpx.post(f"{url}/v1/classify", content=body(1), timeout=WAIT).status_code == 200
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize("kwargs", [{"max_queue": 0}, {"max_batch": 0}, {"max_wait": 0}, {"batch_timeout": -1}])
+def test_bad_admission_settings_are_refused(kwargs) -> None:
+    with pytest.raises(ConfigError, match="must be"):
+        Batcher(None, **kwargs)
+
+
+def test_bad_worker_settings_are_refused_before_any_process_starts(tmp_path) -> None:
+    from taskcodec.errors import CheckpointError
+    from taskcodec.serve import serve
+
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        serve(str(tmp_path / "server-x.onnx"), workers=0)
+    with pytest.raises(CheckpointError, match="is not a file"):
+        serve(str(tmp_path / "server-x.onnx"), workers=2)
+    (tmp_path / "server-x.onnx").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="must be"):
+        serve(str(tmp_path / "server-x.onnx"), workers=2, max_queue=0)
