@@ -320,7 +320,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health)", file=sys.stderr)
     serve(args.model, args.host, args.port, max_body=args.max_body, max_images=args.max_images,
-          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads)  # fmt: skip
+          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads,
+          client=args.client, results_table=args.results_table)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=64, help="most images per decoder call across requests (default 64)")
     p.add_argument("--batch-timeout-ms", type=float, default=5.0, help="how long a batch waits for more images (default 5)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--client", help="client-<id>.onnx the page at / runs in the browser (default: the one beside the decoder)")
+    p.add_argument("--results-table", help="evaluate.py's rate_accuracy.csv: the page compares with JPEG at the quality "
+                   "that reaches the reference's top-1 in it")
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")

@@ -3,6 +3,7 @@
     POST /v1/classify?topk=K   body: one container (``taskcodec compress`` output, one image or many)
                                -> {"model": id, "images": n, "results": [{"name", "top": [...]}, ...]}
     GET  /health               -> {"status": "ok", "model": id, "requests": n, "errors": n, "images": n}
+    GET  /                     the page: a photo coded in the browser, sent, labelled (taskcodec/web/)
 
 Built on FastAPI + uvicorn. Why not LitServe: it batches *requests* of JSON payloads, while a
 taskcodec request is a binary container of any number of images; what should be batched is the
@@ -91,8 +92,9 @@ class Batcher:
 
 
 def create_app(decoder_path: str | os.PathLike, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAULT_MAX_IMAGES,
-               max_batch: int = 64, batch_timeout: float = 0.005, threads: int | None = None):  # fmt: skip
-    """The FastAPI application serving one exported decoder."""
+               max_batch: int = 64, batch_timeout: float = 0.005, threads: int | None = None,
+               client: str | os.PathLike | None = None, results_table: str | os.PathLike | None = None):  # fmt: skip
+    """The FastAPI application serving one exported decoder, and the page at ``/`` (:mod:`taskcodec.web`)."""
     import torch
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -116,6 +118,9 @@ def create_app(decoder_path: str | os.PathLike, max_body: int = DEFAULT_MAX_BODY
 
     batcher = Batcher(decode, max_batch, batch_timeout)
     app = FastAPI(title="taskcodec", lifespan=batcher.lifespan)
+    from taskcodec.web import mount_web
+
+    mount_web(app, decoder_path, codec_id, client, results_table, max_body)
 
     def refuse(status: int, message: str) -> JSONResponse:
         stats["errors"] += 1
