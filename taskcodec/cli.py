@@ -318,7 +318,7 @@ def _adapt(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from taskcodec.serve import serve
 
-    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health)", file=sys.stderr)
+    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health, the page at /)", file=sys.stderr)
     serve(args.model, args.host, args.port, max_body=args.max_body, max_images=args.max_images,
           max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads,
           client=args.client, results_table=args.results_table)  # fmt: skip

@@ -20,7 +20,6 @@ import threading
 import time
 import urllib.request
 import zlib
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
