@@ -48,7 +48,9 @@ def browser():
     except ImportError:
         _need(False, "the playwright package is not installed (pip install -e .[dev])")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # a fake camera (Chromium's test pattern) that needs no permission prompt, for the camera test
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-fake-device-for-media-stream",
+                                                              "--use-fake-ui-for-media-stream"])  # fmt: skip
         yield b
         b.close()
 
@@ -213,6 +215,22 @@ def test_the_browser_runs_the_coder_golden_vectors(page) -> None:
         golden,
     )
     assert failures == [[], len(golden["coder"])]
+
+
+def test_a_camera_photo_is_coded_and_labelled(page, site) -> None:
+    from taskcodec.container import read_container
+
+    page.click("#camera-open")
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    with page.expect_request("**/v1/classify*") as request:
+        page.click("#camera-shoot")
+        page.wait_for_function("(document.body.dataset.runs || '0') !== '0'", timeout=60_000)
+    sent = request.value.post_data_buffer
+    assert len(read_container(sent).entries) == 1 and page.is_hidden("#camera")
+    answer = json.loads(urllib.request.urlopen(urllib.request.Request(
+        site["server"].url + "/v1/classify?topk=5", data=sent, method="POST")).read())  # fmt: skip
+    top = answer["results"][0]["top"][0]
+    assert page.inner_text("#labels li:first-child .label") == f"{top['words']} ({top['name']})"
 
 
 def _huge_png(path: Path, side: int = 20_000) -> None:
