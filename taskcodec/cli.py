@@ -320,8 +320,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health, the page at /)", file=sys.stderr)
     serve(args.model, args.host, args.port, max_body=args.max_body, max_images=args.max_images,
-          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads,
-          client=args.client, results_table=args.results_table)  # fmt: skip
+          max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads, client=args.client, results_table=args.results_table)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,8 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-timeout-ms", type=float, default=5.0, help="how long a batch waits for more images (default 5)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--client", help="client-<id>.onnx the page at / runs in the browser (default: the one beside the decoder)")
-    p.add_argument("--results-table", help="evaluate.py's rate_accuracy.csv: the page compares with JPEG at the quality "
-                   "that reaches the reference's top-1 in it")
+    p.add_argument("--results-table", help="evaluate.py's rate_accuracy.csv: the page shows JPEG at the quality reaching the reference's top-1")
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")

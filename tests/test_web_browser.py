@@ -127,7 +127,7 @@ def page(browser, site):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(site["server"].url + "/")
-    page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+    page.wait_for_selector("body[data-state=ready]", timeout=180_000)
     yield page
     page.close()
     assert not errors, errors  # no uncaught exception in the page, whatever the test did
@@ -137,9 +137,9 @@ def _code(page, path: Path, expect: str = "done") -> None:
     runs = page.get_attribute("body", "data-runs") or "0"
     page.set_input_files("#file", str(path))
     if expect == "done":
-        page.wait_for_function(f"(document.body.dataset.runs || '0') !== '{runs}'", timeout=60_000)
+        page.wait_for_function(f"(document.body.dataset.runs || '0') !== '{runs}'", timeout=180_000)
     else:
-        page.wait_for_selector(f"body[data-state={expect}]", timeout=60_000)
+        page.wait_for_selector(f"body[data-state={expect}]", timeout=180_000)
 
 
 def _compress(site, path: Path, tmp: Path) -> bytes:
@@ -221,10 +221,10 @@ def test_a_camera_photo_is_coded_and_labelled(page, site) -> None:
     from taskcodec.container import read_container
 
     page.click("#camera-open")
-    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30_000)
+    page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=180_000)
     with page.expect_request("**/v1/classify*") as request:
         page.click("#camera-shoot")
-        page.wait_for_function("(document.body.dataset.runs || '0') !== '0'", timeout=60_000)
+        page.wait_for_function("(document.body.dataset.runs || '0') !== '0'", timeout=180_000)
     sent = request.value.post_data_buffer
     assert len(read_container(sent).entries) == 1 and page.is_hidden("#camera")
     answer = json.loads(urllib.request.urlopen(urllib.request.Request(
@@ -280,14 +280,14 @@ def test_bad_input_gets_a_clear_message_and_the_page_keeps_working(page, site, t
         page.route("**/web/client.json", lambda route: route.fulfill(json=manifest))
         page.route("**/web/client.onnx", lambda route: route.fulfill(body=other.read_bytes()))
         page.reload()
-        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+        page.wait_for_selector("body[data-state=ready]", timeout=180_000)
         _code(page, photo, expect="error")
         page.unroute("**/web/client.json")
         page.unroute("**/web/client.onnx")
         text = page.inner_text("#message")
         assert "reload the page" in text and site["model"]["dec"].stem.split("-")[1] in text, text
         page.reload()  # what the message asks for
-        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+        page.wait_for_selector("body[data-state=ready]", timeout=180_000)
         message = None
     if message is not None:
         assert message in page.inner_text("#message"), page.inner_text("#message")
@@ -306,7 +306,7 @@ def test_a_server_without_a_client_says_how_to_make_one(browser, site, tmp_path)
     page = browser.new_page()
     try:
         page.goto(server.url + "/")
-        page.wait_for_selector("body[data-state=unavailable]", timeout=60_000)
+        page.wait_for_selector("body[data-state=unavailable]", timeout=180_000)
         assert "taskcodec export ENCODER --onnx" in page.inner_text("#message")
     finally:
         page.close()
