@@ -221,53 +221,10 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> None:
-    import json
+    from taskcodec.analysis.report import analyze_images
 
-    from taskcodec.analysis.bits import jpeg_bit_map, learned_bit_maps, render_grid
-    from taskcodec.baselines import JPEG
-    from taskcodec.errors import ConfigError
-    from taskcodec.io import find_images, read_rgb, to_tensor
-
-    if not args.model and not args.jpeg_quality:
-        raise ConfigError("nothing to analyse: give an encoder (-m encoder-<id>.pt) and/or --jpeg-quality Q")
-    if args.grid < 0:
-        raise ConfigError(f"--grid must be >= 0, got {args.grid}")
-    items = find_images(args.inputs)
-    jpegs = [JPEG(q) for q in args.jpeg_quality or []]
-    encoder = label = None
-    if args.model:
-        from taskcodec.export import load_encoder
-
-        encoder, meta = load_encoder(args.model)
-        label = f"{meta['family']}-{meta['codec_id']}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows, shown, maps = [], [], {}
-    with _bar(args, len(items), "analyze") as bar:
-        for path, name in items:
-            image = read_rgb(path, max_pixels=args.max_pixels)
-            found = {}
-            if encoder is not None:
-                x = to_tensor(image)[None]
-                found[label] = (learned_bit_maps(encoder, x)[0], {"payload_bytes": len(encoder.compress(x)["payloads"][0])})
-            for codec in jpegs:
-                enc = codec.encode(image)
-                found[f"jpeg-{codec.setting}"] = (jpeg_bit_map(enc.data), {"file_bytes": enc.file_bytes, "payload_bytes": enc.payload_bytes})
-            rows.append({"name": name, "height": image.shape[0], "width": image.shape[1], "codecs": {
-                k: {"total_bits": m.total_bits, "padding_bits": m.padding_bits, "parts": m.parts, **extra, "cells": m.cells}
-                for k, (m, extra) in found.items()}})  # fmt: skip
-            if len(shown) < args.grid:
-                shown.append((image, name))
-                for k, (m, _) in found.items():
-                    maps.setdefault(k, []).append(m.bits)
-            bar.update(1)
-    tmp = out / "bits.json.part"
-    tmp.write_text(json.dumps({"encoder": args.model, "jpeg_qualities": args.jpeg_quality or [], "images": rows}, indent=1))
-    os.replace(tmp, out / "bits.json")
-    if shown:
-        render_grid([im for im, _ in shown], maps, out / "bitmaps.png.part", names=[n for _, n in shown])
-        os.replace(out / "bitmaps.png.part", out / "bitmaps.png")
-    print(f"{len(rows)} images -> {out}/bits.json" + (f", {out}/bitmaps.png ({len(shown)} shown)" if shown else ""))
+    with _bar(args, 0, "analyze") as bar:
+        analyze_images(args.inputs, args.model, args.jpeg_quality or [], Path(args.out), args.grid, args.max_pixels, bar)
 
 
 def _pack(args: argparse.Namespace) -> None:
@@ -328,11 +285,12 @@ def _adapt(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from taskcodec.serve import serve
 
-    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health, GET /metrics)",
-          file=sys.stderr)  # fmt: skip
+    print(f"serving {args.model} on http://{args.host}:{args.port} (POST /v1/classify, GET /health, GET /metrics, "
+          "the page at /)", file=sys.stderr)  # fmt: skip
     serve(args.model, args.host, args.port, workers=args.workers, max_body=args.max_body, max_images=args.max_images,
           max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads,
-          max_queue=args.max_queue, max_wait=args.max_wait_ms / 1000 if args.max_wait_ms > 0 else None)  # fmt: skip
+          max_queue=args.max_queue, max_wait=args.max_wait_ms / 1000 if args.max_wait_ms > 0 else None,
+          client=args.client, results_table=args.results_table)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="the model's intra-op threads (default: its runtime's)")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes on one socket, each with its own queue and metrics (default 1)")
+    p.add_argument("--client", help="client-<id>.onnx the page at / runs in the browser (default: the one beside the model)")
+    p.add_argument("--results-table", help="evaluate.py's rate_accuracy.csv: the page shows JPEG at the quality reaching the reference's top-1")
     for name in ("compress", "classify", "decompress", "analyze"):
         sub.choices[name].add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                                        help=f"refuse larger images (default {DEFAULT_MAX_PIXELS} = 4096x4096)")

@@ -5,6 +5,7 @@
     GET  /health               -> {"status": "ok", "model": id, "requests": n, "queue_images": n, ...}
     GET  /metrics              -> Prometheus text format (queue depth, batch sizes, queue and compute
                                   latency histograms, answers by status)
+    GET  /                     the page: a photo coded in the browser, sent, labelled (taskcodec/web/)
 
 ``MODEL`` is a ``server-<id>.onnx`` (onnxruntime, no torch: see :mod:`taskcodec.server_model`) or a
 ``decoder-<id>.pt`` (PyTorch). Built on FastAPI + uvicorn. Every request's records join one queue,
@@ -239,13 +240,17 @@ class Batcher:
 def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAULT_MAX_IMAGES,
                max_batch: int = DEFAULT_MAX_BATCH, batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
                threads: int | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
-               max_wait: float | None = DEFAULT_MAX_WAIT):  # fmt: skip
-    """The FastAPI application serving one model.
+               max_wait: float | None = DEFAULT_MAX_WAIT, client: str | os.PathLike | None = None,
+               results_table: str | os.PathLike | None = None):  # fmt: skip
+    """The FastAPI application serving one model, and the page at ``/`` (:mod:`taskcodec.web`).
 
     Args:
         model: a ``server-<id>.onnx`` or ``decoder-<id>.pt`` path, or a loaded
             :class:`~taskcodec.server_model.ServerModel`.
         threads: the model's intra-op threads (default: its runtime's own choice).
+        client: the ``client-<id>.onnx`` the page runs in the browser (default: the one beside ``model``).
+        results_table: an evaluate.py ``rate_accuracy.csv``: the page shows JPEG at the quality reaching the
+            reference's top-1.
         Others: see :class:`Batcher` and the module docstring.
     """
     from fastapi import FastAPI, Request
@@ -259,13 +264,17 @@ def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAUL
         raise ConfigError(f"max_body and max_images must be >= 1, got {max_body} and {max_images}")
     metrics = ServeMetrics()
     batcher = Batcher(None, max_batch, batch_timeout, max_queue, max_wait, metrics)  # checks its arguments first
-    if isinstance(model, (str, os.PathLike)):
+    model_path = model if isinstance(model, (str, os.PathLike)) else None  # the page's client is found beside it
+    if model_path is not None:
         model = load_server_model(model, threads)
     batcher.decode = model.decode
     codec_id, meta = model.codec_id, model.meta
     stats = {"requests": 0, "errors": 0, "images": 0, "started": time.time()}
     app = FastAPI(title="taskcodec", lifespan=batcher.lifespan)
     app.state.batcher, app.state.metrics, app.state.model = batcher, metrics, model
+    from taskcodec.web import mount_web
+
+    mount_web(app, model_path, codec_id, client, results_table, max_body)
 
     def answer(status: int, body: dict, headers: dict | None = None) -> Response:
         metrics.responses.labels(str(status)).inc()
