@@ -18,12 +18,13 @@ Everything between the markers is replaced, so a number edited by hand there doe
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
 import sys
 from pathlib import Path
+
+from taskcodec.provenance import bench_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
@@ -216,9 +217,11 @@ def documents() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    global ROOT
+    ap = bench_parser(__doc__, out=str(ROOT), threads=None, data=False)  # --out: the checkout whose documents it writes
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file is out of step")
     args = ap.parse_args(argv)
+    ROOT = Path(args.out).resolve()
     stale = []
     for path, text in documents().items():
         if not path.exists() or path.read_text() != text:
