@@ -17,8 +17,9 @@ from __future__ import annotations
 from taskcodec.errors import BitstreamError
 
 MAX_SIDE = 1 << 16
-#: decoders refuse records whose latent would exceed this many symbols per image, before any array
-#: is made: a few header bytes must never make a decoder allocate or loop for long
+#: decoders refuse records whose latent would exceed this many symbols per image, before any tensor
+#: is made (a few header bytes must never make a decoder allocate or loop for long); clients refuse
+#: to write such records
 MAX_LATENT_SYMBOLS = 1 << 21
 EXPLICIT_SIZE = 0xFF
 #: size code -> (height, width); append only, never reorder (records in the wild depend on it)

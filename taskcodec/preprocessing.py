@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskcodec.bitstream import MAX_LATENT_SYMBOLS
 from taskcodec.errors import ConfigError, DataError
 
 #: the normalisation every classifier wrapper applies inside the model (timm's ImageNet defaults)
@@ -68,10 +69,17 @@ def describe_preprocessing(meta: dict) -> str:
             f"{'inside the model' if pre.get('normalized_inside_model') else 'by the caller'}")  # fmt: skip
 
 
-def check_native_size(codec, height: int, width: int, name: str) -> None:
-    """Refuse native-size images the model cannot take: smaller than one latent cell, or with a latent the decoder refuses."""
-    from taskcodec.models.base import MAX_LATENT_SYMBOLS
+def padded_latent_shape(channels: int, stride: int, analysis_stride: int, height: int, width: int) -> tuple[int, int, int]:
+    """(channels, height, width) of an image's latent: the image is replicate-padded to a multiple of
+    ``stride``, then the analysis divides it by ``analysis_stride`` (the PyTorch and ONNX clients alike)."""
+    return channels, -(-height // stride) * stride // analysis_stride, -(-width // stride) * stride // analysis_stride
 
+
+def check_native_size(codec, height: int, width: int, name: str) -> None:
+    """Refuse native-size images the model cannot take: smaller than one latent cell, or with a latent the decoder refuses.
+
+    ``codec`` is anything with ``stride`` and ``latent_shape``: a PyTorch codec or the torch-free ONNX client.
+    """
     stride = codec.stride
     if height < stride or width < stride:
         raise DataError(

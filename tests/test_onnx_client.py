@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from tiny_codec import CLASS_NAMES, SAMPLE, tiny_codec
 from taskcodec.bitstream import unpack_record
 from taskcodec.cli import main
 from taskcodec.container import read_container
-from taskcodec.errors import ConfigError
+from taskcodec.errors import ConfigError, DataError
 from taskcodec.export import export_codec, load_decoder
 from taskcodec.preprocessing import preprocessing_config
 
@@ -71,6 +72,27 @@ def test_container_from_the_onnx_client_is_classified(onnx_export, tmp_path, cap
     assert len(container.entries) == 3 and all(unpack_record(e.record)[:2] == (64, 64) for e in container.entries)
     assert main(["classify", str(out), "-m", str(dec)]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 4  # the client's summary + 3 labels
+
+
+def test_the_client_refuses_native_sizes_the_server_would_refuse(onnx_export, monkeypatch) -> None:
+    """The ONNX client checks both halves of ``check_native_size``: at least one latent cell, and a
+    latent (the same shape the PyTorch codec computes) under the decoder's symbol limit."""
+    from taskcodec.client import load_onnx_client
+
+    codec, _, _, onnx_path = onnx_export
+    client = load_onnx_client(onnx_path, native_size=True)
+    for h, w in ((64, 64), (65, 97), (1, 300), (480, 640)):
+        assert client.latent_shape(h, w) == codec.latent_shape(h, w)
+    buf = io.BytesIO()
+    Image.new("RGB", (codec.stride - 1, codec.stride - 1)).save(buf, format="PNG")
+    with pytest.raises(DataError, match="smaller than one latent cell"):
+        client.compress([buf.getvalue()])
+    c, h, w = codec.latent_shape(64, 64)  # the sample images are 64x64
+    monkeypatch.setattr("taskcodec.preprocessing.MAX_LATENT_SYMBOLS", c * h * w)
+    assert client.compress([str(IMAGES[0])])  # at the limit: written
+    monkeypatch.setattr("taskcodec.preprocessing.MAX_LATENT_SYMBOLS", c * h * w - 1)
+    with pytest.raises(DataError, match="over the decoder's limit"):
+        client.compress([str(IMAGES[0])])
 
 
 def test_the_client_never_imports_torch(onnx_export, tmp_path) -> None:

@@ -20,6 +20,7 @@ from taskcodec.baselines.base import (
     Encoded,
     Identity,
     available_codecs,
+    avif_backend,
     make_codec,
     register_baseline,
 )
@@ -27,7 +28,7 @@ from taskcodec.baselines.block_average import BlockAverage, png_payload_bytes
 from taskcodec.baselines.jpeg import JPEG, JPEGQTable, jpeg_payload_bytes, jpeg_scan_sizes, libjpeg_scaled
 from taskcodec.baselines.resample import Downsample, DownsampleJPEG
 from taskcodec.baselines.roi import ROIJPEG
-from taskcodec.baselines.webp_avif import AVIF, WebP, avif_backend, avif_payload_bytes, webp_payload_bytes
+from taskcodec.baselines.webp_avif import AVIF, WebP, avif_payload_bytes, webp_payload_bytes
 
 __all__ = [
     "AVIF", "DEFAULT_SWEEPS", "ROIJPEG", "BlockAverage", "JPEG", "Codec", "Downsample", "DownsampleJPEG", "Encoded",

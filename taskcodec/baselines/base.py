@@ -35,8 +35,10 @@ import abc
 import inspect
 import io
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -164,10 +166,24 @@ def register_baseline(name: str, cls: type[Codec], scalar_param: str | None = No
         DEFAULT_SWEEPS[name] = sweep
 
 
+@lru_cache(maxsize=1)
+def avif_backend() -> str | None:
+    """'pillow' (native AVIF), 'pillow-avif-plugin', or None when no AVIF encoder is installed."""
+    from PIL import features
+
+    with warnings.catch_warnings():  # older Pillow warns about the unknown feature name
+        warnings.simplefilter("ignore")
+        if features.check("avif"):
+            return "pillow"
+    try:
+        import pillow_avif  # noqa: F401  (registers the AVIF plugin with Pillow)
+    except ImportError:
+        return None
+    return "pillow-avif-plugin"
+
+
 def available_codecs() -> list[str]:
     """Codec names `make_codec` accepts here (AVIF only when an AVIF encoder is installed)."""
-    from taskcodec.baselines.webp_avif import avif_backend
-
     return [name for name in _CODECS if name != "avif" or avif_backend() is not None]
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import struct
-import warnings
-from functools import lru_cache
 from typing import Any
 
 from taskcodec.baselines.base import (
     _check_int,
     _PillowCodec,
+    avif_backend,
     register_baseline,
 )
 from taskcodec.errors import CodecError
@@ -69,22 +68,6 @@ def avif_payload_bytes(data: bytes) -> int:
     if not found:
         raise CodecError("Malformed AVIF: no 'mdat' box, so the file holds no coded image data.")
     return payload
-
-
-@lru_cache(maxsize=1)
-def avif_backend() -> str | None:
-    """'pillow' (native AVIF), 'pillow-avif-plugin', or None when no AVIF encoder is installed."""
-    from PIL import features
-
-    with warnings.catch_warnings():  # older Pillow warns about the unknown feature name
-        warnings.simplefilter("ignore")
-        if features.check("avif"):
-            return "pillow"
-    try:
-        import pillow_avif  # noqa: F401  (registers the AVIF plugin with Pillow)
-    except ImportError:
-        return None
-    return "pillow-avif-plugin"
 
 
 class WebP(_PillowCodec):

@@ -13,6 +13,7 @@ from taskcodec.bitstream import pack_record
 from taskcodec.container import Entry, write_container
 from taskcodec.errors import CheckpointError, ConfigError, DataError
 from taskcodec.io import encode_by_size, read_rgb
+from taskcodec.preprocessing import check_native_size, padded_latent_shape
 from taskcodec.range_coder import BatchEncoder, CdfTables
 
 SUPPORTED_VERSION = 1
@@ -48,11 +49,17 @@ class OnnxClient:
             raise CheckpointError(f"cannot load {onnx_path}: {e}") from e
         self.codec_id = str(tables["codec_id"])
         self.stride = int(tables["stride"])
+        self.analysis_stride = int(tables["analysis_stride"])
         self.tables = CdfTables(tables["cdfs"], tables["cdf_lengths"], tables["offsets"])
         self.medians = tables["medians"].astype(np.float32).reshape(1, -1, 1, 1)
+        self.latent_channels = self.medians.shape[1]
         pre = json.loads(str(tables["preprocessing"]))
         self.input_size = None if native_size or not pre else (int(pre["input_size"][1]), int(pre["input_size"][2]))
         self.crop_pct = float((pre or {}).get("crop_pct", 1.0))  # timm's evaluation crop (1.0: the shorter side fits)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(channels, height, width) of an image's latent, as ``TaskCodecBase.latent_shape`` computes it."""
+        return padded_latent_shape(self.latent_channels, self.stride, self.analysis_stride, height, width)
 
     def encode(self, images: np.ndarray) -> list[bytes]:
         """Records of same-size uint8 images ``[B, H, W, 3]``, as ``TaskCodecBase.encode`` writes them."""
@@ -80,9 +87,7 @@ class OnnxClient:
                            crop_pct=self.crop_pct)
                   for k, im in enumerate(images)]  # fmt: skip
         for k, a in enumerate(arrays):
-            if a.shape[0] < self.stride or a.shape[1] < self.stride:
-                raise DataError(f"image {k} is {a.shape[1]}x{a.shape[0]}, smaller than one latent cell "
-                                f"({self.stride} pixels): resize it, or drop native_size")  # fmt: skip
+            check_native_size(self, a.shape[0], a.shape[1], f"image {k}")
         records = encode_by_size(arrays, self.encode)
         entries = [Entry(r, name=None if names is None else names[k]) for k, r in enumerate(records)]
         return write_container(entries, self.codec_id)

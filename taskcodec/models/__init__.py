@@ -5,7 +5,7 @@ each family is one module here that registers itself with ``@register_codec``.
 """
 
 from taskcodec.models import hyperprior, light, split  # noqa: F401  (importing registers the families)
-from taskcodec.models.base import MAX_LATENT_SYMBOLS, TaskCodecBase
+from taskcodec.models.base import TaskCodecBase
 from taskcodec.models.classifier import (
     ImageClassifier,
     load_image_classifier,
@@ -15,7 +15,6 @@ from taskcodec.models.classifier import (
 from taskcodec.models.registry import create_codec, list_codecs, register_codec
 
 __all__ = [
-    "MAX_LATENT_SYMBOLS",
     "ImageClassifier",
     "TaskCodecBase",
     "create_codec",

@@ -25,10 +25,11 @@ from taskcodec.bitstream import MAX_LATENT_SYMBOLS, pack_record, unpack_record
 from taskcodec.errors import BitstreamError, ConfigError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.models.entropy import EntropyStage
+from taskcodec.preprocessing import padded_latent_shape
 from taskcodec.range_coder import BatchDecoder, BatchEncoder
 
 #: decoding refuses records whose image would exceed this many pixels (the same cap as reading an
-#: image) or whose latent would exceed ``MAX_LATENT_SYMBOLS``, before any tensor is made
+#: image), as it refuses latents over :data:`taskcodec.bitstream.MAX_LATENT_SYMBOLS`
 MAX_DECODE_PIXELS = DEFAULT_MAX_PIXELS
 
 
@@ -84,8 +85,7 @@ class TaskCodecBase(CompressionModel):
         return self.analysis_stride * self.entropy.stride
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        s = self.stride
-        return self.latent_channels, -(-height // s) * s // self.analysis_stride, -(-width // s) * s // self.analysis_stride
+        return padded_latent_shape(self.latent_channels, self.stride, self.analysis_stride, height, width)
 
     def _pad(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
