@@ -141,15 +141,36 @@ def run_summary(folder: str) -> str:
 
 
 def serve_load(path: str) -> str:
+    """bench/serve_load.py's run: each server at 1, 8 and 64 clients and in the burst, and the issue's verdicts."""
     d = json.loads((ROOT / path).read_text())
-    codec, jpeg = d["servers"]["taskcodec"], d["servers"]["jpeg_q30+reference"]
-    lines = ["| concurrent clients | codec: requests/s | p50 / p99 ms | JPEG + reference: requests/s | p50 / p99 ms | "
-             "codec / JPEG throughput |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for a, b in zip(codec["runs"], jpeg["runs"], strict=True):
-        lines.append(f"| {a['concurrency']} | {a['requests_per_s']:.1f} | {a['p50_ms']:.0f} / {a['p99_ms']:.0f} | "
-                     f"{b['requests_per_s']:.1f} | {b['p50_ms']:.0f} / {b['p99_ms']:.0f} | {a['throughput_vs_jpeg_server']:.2f}× |")  # fmt: skip
-    lines.append(f"\n{codec['bytes_per_request']:.0f} B per codec request against {jpeg['bytes_per_request']:.0f} B of JPEG; "
-                 f"requests lost or answered wrong: {d['lost_or_wrong']}.")  # fmt: skip
+    lines = [f"`{d['command']}` (git {d['git_revision'][:10]}); {d.get('model', '')}; settings {d['settings']}; "
+             f"note: {d.get('note') or 'none'}.", "",
+             "| server | clients | requests | admitted | 503 | dropped | admitted/s | p50 ms (queue + compute) | "
+             "p99 ms (queue + compute) | RSS MB (peak) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, server in d["servers"].items():
+        for r in server["runs"]:
+            lines.append(f"| {name} | {r['clients']} | {r['requests']} | {r['admitted']} | {r['rejected_503']} | "
+                         f"{r['dropped']} | {r['admitted_per_s']:.1f} | {r['p50_ms']:.1f} ({r['queue_p50_ms']:.1f} + "
+                         f"{r['compute_p50_ms']:.1f}) | {r['p99_ms']:.1f} ({r['queue_p99_ms']:.1f} + {r['compute_p99_ms']:.1f}) | "
+                         f"{r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) |")  # fmt: skip
+    lines += ["", "| server | 64 clients: throughput / best, p99 / 8-client p99 | burst: throughput / best, p99 / 8-client p99 | holds |",
+              "|---|---|---|---|"]  # fmt: skip
+    for name, server in d["servers"].items():
+        v = server["verdict"]
+        c64, burst = v["64_clients"], v["burst"]
+        lines.append(f"| {name} | {c64['throughput_vs_best']:.2f}, {c64['p99_vs_8_clients']:.2f} | "
+                     f"{burst['throughput_vs_best']:.2f}, {burst['p99_vs_8_clients']:.2f} | "
+                     f"{'yes' if c64['holds'] and burst['holds'] else 'no'} |")  # fmt: skip
+    for name, server in d["servers"].items():
+        h = server.get("hostile_32_clients")
+        if h:
+            lines.append(f"\n{name}, {h['clients']} clients with {h['hostile_bodies']} hostile bodies among {h['requests']}: "
+                         f"{h['status_4xx']} answered 4xx, {h['admitted']} 200, {h['rejected_503']} 503, {h['dropped']} dropped, "
+                         f"{h['unexpected_answers']} answered other than expected, {h['wrong_labels']} wrong labels.")  # fmt: skip
+    agree = d.get("agreement") or {}
+    if agree:
+        lines.append(f"\nONNX server against the PyTorch decoder: labels agree on {agree['label_agreement']:.4f} of "
+                     f"{agree['images']} val images. Requests lost, answered wrong or unexpectedly: {d['lost_wrong_or_unexpected']}.")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from taskcodec.container import Entry, read_container, write_container  # noqa: E402
-from taskcodec.provenance import bench_parser, write_provenance  # noqa: E402
+from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
 JPEG_ID = "6a7065672b726566"  # "jpeg+ref": the JPEG server's model id in its containers
 TIMING = re.compile(r"queue;dur=([\d.]+), compute;dur=([\d.]+)")
@@ -319,7 +319,7 @@ def main() -> None:
     from taskcodec.export import read_export
     from taskcodec.server_model import OnnxServerModel, TorchServerModel
 
-    torch.set_num_threads(args.threads)
+    start_bench(args)  # torch's threads, and the dataset's default copy for --data
     tmp = Path(tempfile.mkdtemp(prefix="serve_load-"))
     enc, dec, what = make_export(args, tmp)
     codec_id = read_export(dec)["codec_id"]
