@@ -200,6 +200,11 @@ def stratified_split(
 AUGMENT_POLICIES = {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment}
 
 
+def plain_qualities(jpeg_augment: Sequence[int] | None) -> list[int] | None:
+    """``[lo, hi]`` as a plain list of ints (not Hydra's ListConfig), so checkpoints holding it load with weights_only."""
+    return [int(q) for q in jpeg_augment] if jpeg_augment is not None else None
+
+
 def train_transform(
     pad: int = 4,
     size: int | tuple[int, int] = 64,
@@ -264,8 +269,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         # the training recipe's data options, the same on every dataset (the reference sets augment_policy)
         self.augment = augment
         self.augment_policy = augment_policy
-        # a plain list (not Hydra's ListConfig), so checkpoints holding these hyperparameters load with weights_only
-        self.jpeg_augment = [int(q) for q in jpeg_augment] if jpeg_augment is not None else None
+        self.jpeg_augment = plain_qualities(jpeg_augment)
         train_transform(policy=augment_policy, jpeg_quality=self.jpeg_augment)  # bad values fail here, not after decoding
         self.train_set: ArrayImageDataset | None = None
         self.holdout_set: ArrayImageDataset | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from datamodules.arrays import ArrayImageDataset, InMemoryDataModule, stratified_split
+from datamodules.arrays import ArrayImageDataset, InMemoryDataModule, plain_qualities, stratified_split
 from taskcodec.errors import ConfigError, DataError
 
 
@@ -31,6 +31,7 @@ class CIFARDataModule(InMemoryDataModule):
         augment_policy: str | None = None,
         jpeg_augment: list[int] | None = None,
     ) -> None:
+        jpeg_augment = plain_qualities(jpeg_augment)  # before save_hyperparameters(), which reads this frame's locals
         super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if variant not in (10, 100):
             raise ConfigError(f"variant must be 10 or 100 (CIFAR-10 or CIFAR-100), got {variant}")

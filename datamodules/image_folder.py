@@ -10,6 +10,7 @@ from datamodules.arrays import (
     ArrayImageDataset,
     InMemoryDataModule,
     decode_rgb,
+    plain_qualities,
     progress,
     stratified_split,
 )
@@ -78,6 +79,7 @@ class ImageFolderDataModule(InMemoryDataModule):
         augment_policy: str | None = None,
         jpeg_augment: list[int] | None = None,
     ) -> None:
+        jpeg_augment = plain_qualities(jpeg_augment)  # before save_hyperparameters(), which reads this frame's locals
         super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if image_size < 8:
             raise ConfigError(f"image_size must be >= 8 pixels, got {image_size}")

@@ -32,6 +32,7 @@ from datamodules.arrays import (
     InMemoryDataModule,
     decode_rgb,
     download_and_verify,
+    plain_qualities,
     progress,
     stratified_split,
 )
@@ -153,6 +154,7 @@ class ImagenetteDataModule(InMemoryDataModule):
         augment_policy: str | None = None,
         jpeg_augment: list[int] | None = None,
     ) -> None:
+        jpeg_augment = plain_qualities(jpeg_augment)  # before save_hyperparameters(), which reads this frame's locals
         super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if size < 16:
             raise ConfigError(f"data.size must be >= 16 pixels, got {size}")

@@ -24,6 +24,7 @@ from datamodules.arrays import (
     InMemoryDataModule,
     decode_rgb,
     download_and_verify,
+    plain_qualities,
     progress,
     stratified_split,
 )
@@ -69,6 +70,7 @@ class TinyImageNetDataModule(InMemoryDataModule):
         jpeg_augment: list[int] | None = None,
         extra_classes: int = 0,
     ) -> None:
+        jpeg_augment = plain_qualities(jpeg_augment)  # before save_hyperparameters(), which reads this frame's locals
         super().__init__(batch_size, num_workers, pin_memory, augment, augment_policy, jpeg_augment)
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
