@@ -92,3 +92,21 @@ def unpack_record(data: bytes) -> tuple[int, int, bytes]:
         raise BitstreamError(f"corrupt record: unknown image size code {code}; is this a taskcodec record?")
     check_size(height, width)
     return height, width, data[pos:]
+
+
+def check_decodable(image_size: tuple[int, int], latent_shape: tuple[int, int, int], max_pixels: int) -> None:
+    """Refuse a record whose image or latent is over the decoders' limits, before any array is made.
+
+    Both decoders (PyTorch and the torch-free server) call this, so a few header bytes can never make
+    either allocate or loop for long.
+
+    Raises:
+        BitstreamError: naming the size and the limits.
+    """
+    (height, width), (c, h, w) = image_size, latent_shape
+    if height * width > max_pixels or c * h * w > MAX_LATENT_SYMBOLS:
+        raise BitstreamError(
+            f"a {height}x{width} image (latent {tuple(latent_shape)}) is over the decoder's limit of {max_pixels} "
+            f"pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt or the image is too large for "
+            "this codec"
+        )

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from taskcodec.bitstream import MAX_LATENT_SYMBOLS, unpack_record
+from taskcodec.bitstream import check_decodable, unpack_record
 from taskcodec.errors import BitstreamError, CheckpointError, ConfigError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 
@@ -89,12 +89,7 @@ class OnnxServerModel:
         from taskcodec.range_coder import BatchDecoder
 
         shape = self.latent_shape(*image_size)
-        if image_size[0] * image_size[1] > DEFAULT_MAX_PIXELS or shape[0] * shape[1] * shape[2] > MAX_LATENT_SYMBOLS:
-            raise BitstreamError(
-                f"a {image_size[0]}x{image_size[1]} image (latent {shape}) is over the decoder's limit of "
-                f"{DEFAULT_MAX_PIXELS} pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt "
-                "or the image is too large for this codec"
-            )
+        check_decodable(image_size, shape, DEFAULT_MAX_PIXELS)
         decoders = BatchDecoder(payloads)
         indexes = np.broadcast_to(np.arange(shape[0]).reshape(1, -1, 1, 1), (len(payloads), *shape))
         symbols = decoders.decode(indexes.reshape(len(payloads), -1), self.tables)

@@ -65,3 +65,14 @@ def test_model_id_mismatch_is_refused() -> None:
     with pytest.raises(BitstreamError, match="16 hex digits"):
         write_container(ENTRIES, "not-hex")
     assert MAGIC == b"\x89TKC"
+
+
+def test_decoders_refuse_oversized_images_and_latents_before_allocating() -> None:
+    from taskcodec.bitstream import MAX_LATENT_SYMBOLS, check_decodable
+    from taskcodec.errors import BitstreamError
+
+    check_decodable((64, 64), (32, 16, 16), 64 * 64)  # at the limits: fine
+    with pytest.raises(BitstreamError, match="over the decoder's limit"):
+        check_decodable((64, 65), (32, 16, 16), 64 * 64)
+    with pytest.raises(BitstreamError, match="latent symbols"):
+        check_decodable((8, 8), (MAX_LATENT_SYMBOLS + 1, 1, 1), 64 * 64)

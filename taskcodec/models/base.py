@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from compressai.models.base import CompressionModel
 from torch import Tensor, nn
 
-from taskcodec.bitstream import MAX_LATENT_SYMBOLS, pack_record, unpack_record
+from taskcodec.bitstream import check_decodable, pack_record, unpack_record
 from taskcodec.errors import BitstreamError, ConfigError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.models.entropy import EntropyStage
@@ -150,12 +150,7 @@ class TaskCodecBase(CompressionModel):
         self._require("decoder")
         self._require_cpu()
         shape = self.latent_shape(*image_size)
-        if image_size[0] * image_size[1] > MAX_DECODE_PIXELS or shape[0] * shape[1] * shape[2] > MAX_LATENT_SYMBOLS:
-            raise BitstreamError(
-                f"a {image_size[0]}x{image_size[1]} image (latent {shape}) is over the decoder's limit of "
-                f"{MAX_DECODE_PIXELS} pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt "
-                "or the image is too large for this codec"
-            )
+        check_decodable(image_size, shape, MAX_DECODE_PIXELS)
         decoders = BatchDecoder(payloads)
         y_hat = self.entropy.read(decoders, shape)
         for read, p in zip(decoders.bytes_read, payloads, strict=True):
