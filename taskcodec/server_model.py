@@ -21,8 +21,9 @@ from typing import Protocol
 import numpy as np
 
 from taskcodec.bitstream import check_decodable, unpack_record
-from taskcodec.errors import BitstreamError, CheckpointError, ConfigError
+from taskcodec.errors import BitstreamError, CheckpointError
 from taskcodec.io import DEFAULT_MAX_PIXELS
+from taskcodec.onnx_files import open_onnx_export
 
 #: the version of the ``.npz`` tables this reader understands (``taskcodec.onnx_export.ONNX_CLIENT_VERSION``)
 SUPPORTED_TABLES_VERSION = 1
@@ -45,34 +46,14 @@ class OnnxServerModel:
     def __init__(self, onnx_path: str | os.PathLike, threads: int | None = None) -> None:
         from taskcodec.range_coder import CdfTables
 
-        onnx_path = Path(onnx_path)
-        tables_path = onnx_path.with_suffix(".npz")
-        if not onnx_path.is_file() or not tables_path.is_file():
-            raise CheckpointError(f"{onnx_path} and {tables_path.name} beside it are needed; make them with "
-                                  "`taskcodec export DECODER --onnx`")  # fmt: skip
+        remake = "taskcodec export DECODER --onnx"
+        self.session, tables = open_onnx_export(onnx_path, "server", remake, "serve", SUPPORTED_TABLES_VERSION,
+                                                int(threads or 0), spin=False)  # the event loop shares these cores
         try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise ConfigError('the torch-free server needs onnxruntime: pip install "taskcodec[serve]"') from e
-        try:
-            with np.load(tables_path, allow_pickle=False) as t:
-                tables = {k: t[k] for k in t.files}
             meta = json.loads(str(tables["meta"]))
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"cannot read {tables_path} as a server's tables ({e}); re-export it with "
-                                  "`taskcodec export DECODER --onnx`") from e  # fmt: skip
-        if int(tables.get("version", -1)) != SUPPORTED_TABLES_VERSION:
-            raise CheckpointError(f"{tables_path} is ONNX tables version {tables.get('version')}, this server reads "
-                                  f"{SUPPORTED_TABLES_VERSION}; re-export it with this taskcodec")  # fmt: skip
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(0, int(threads or 0))  # 0: onnxruntime's default (the physical cores)
-        options.inter_op_num_threads = 1
-        # idle intra-op threads sleep instead of spinning: the event loop shares these cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise CheckpointError(f"cannot load {onnx_path}: {e}; re-export it with `taskcodec export DECODER --onnx`") from e
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{Path(onnx_path).with_suffix('.npz')} has no readable server metadata ({e}); "
+                                  f"re-export it with `{remake}`") from e  # fmt: skip
         self.codec_id = str(tables["codec_id"])
         self.meta = {"codec_id": self.codec_id, "family": str(tables["family"]), **meta}
         self.stride, self.analysis_stride = int(tables["stride"]), int(tables["analysis_stride"])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from taskcodec.bitstream import pack_record
 from taskcodec.container import Entry, write_container
-from taskcodec.errors import CheckpointError, ConfigError, DataError
+from taskcodec.errors import DataError
 from taskcodec.io import encode_by_size, read_rgb
+from taskcodec.onnx_files import open_onnx_export
 from taskcodec.preprocessing import check_native_size, padded_latent_shape
 from taskcodec.range_coder import BatchEncoder, CdfTables
 
@@ -23,30 +23,8 @@ class OnnxClient:
     """``client-<id>.onnx`` + ``client-<id>.npz``: the analysis in onnxruntime, quantisation in numpy, the range coder."""
 
     def __init__(self, onnx_path: str | os.PathLike, threads: int = 1, native_size: bool = False) -> None:
-        onnx_path = Path(onnx_path)
-        tables_path = onnx_path.with_suffix(".npz")
-        if not onnx_path.is_file() or not tables_path.is_file():
-            raise CheckpointError(f"{onnx_path} and {tables_path.name} beside it are needed; make them with "
-                                  "`taskcodec export CKPT --onnx`")  # fmt: skip
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise ConfigError('the torch-free client needs onnxruntime: pip install "taskcodec[client]"') from e
-        try:
-            with np.load(tables_path, allow_pickle=False) as t:
-                tables = {k: t[k] for k in t.files}
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {tables_path}: {e}; re-export it with `taskcodec export CKPT --onnx`") from e
-        if int(tables.get("version", -1)) != SUPPORTED_VERSION:
-            raise CheckpointError(f"{tables_path} is ONNX client version {tables.get('version')}, this runtime reads "
-                                  f"{SUPPORTED_VERSION}; re-export it with this taskcodec")  # fmt: skip
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise CheckpointError(f"cannot load {onnx_path}: {e}") from e
+        self.session, tables = open_onnx_export(onnx_path, "client", "taskcodec export CKPT --onnx", "client",
+                                                SUPPORTED_VERSION, max(1, int(threads)))  # fmt: skip
         self.codec_id = str(tables["codec_id"])
         self.stride = int(tables["stride"])
         self.analysis_stride = int(tables["analysis_stride"])
