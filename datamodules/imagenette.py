@@ -19,7 +19,6 @@ clients code any photo the way the test images were prepared.
 
 from __future__ import annotations
 
-import math
 import re
 import tarfile
 import zipfile
@@ -174,11 +173,6 @@ class ImagenetteDataModule(InMemoryDataModule):
         self.seed, self.download = seed, download
         self.class_names: list[str] = []
         self.class_words: list[str] = []
-
-    @property
-    def eval_resize(self) -> int:
-        """The shorter side evaluation resizes to before its centre crop (timm: floor(size / crop_pct))."""
-        return math.floor(self.size / self.crop_pct)
 
     def prepare_data(self) -> None:
         """Download the official archive when ``download`` is set and ``root`` holds no copy (rank 0 only)."""
