@@ -110,3 +110,20 @@ def check_decodable(image_size: tuple[int, int], latent_shape: tuple[int, int, i
             f"pixels and {MAX_LATENT_SYMBOLS} latent symbols; the record is corrupt or the image is too large for "
             "this codec"
         )
+
+
+def payloads_by_size(records: list[bytes]) -> dict[tuple[int, int], tuple[list[int], list[bytes]]]:
+    """``(height, width) -> (indexes, payloads)`` of ``records``, in order: each size is decoded as one batch.
+
+    Raises:
+        BitstreamError: when there are no records, or one does not parse.
+    """
+    if not records:
+        raise BitstreamError("no records to decode")
+    groups: dict[tuple[int, int], tuple[list[int], list[bytes]]] = {}
+    for i, record in enumerate(records):
+        h, w, payload = unpack_record(record)
+        idx, payloads = groups.setdefault((h, w), ([], []))
+        idx.append(i)
+        payloads.append(payload)
+    return groups

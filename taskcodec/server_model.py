@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from taskcodec.bitstream import check_decodable, unpack_record
+from taskcodec.bitstream import check_decodable, payloads_by_size
 from taskcodec.errors import BitstreamError, CheckpointError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.onnx_files import open_onnx_export
@@ -81,15 +81,9 @@ class OnnxServerModel:
         return symbols.reshape(len(payloads), *shape).astype(np.float32) + self.medians
 
     def decode(self, records: list[bytes]) -> np.ndarray:
-        if not records:
-            raise BitstreamError("no records to decode")
-        parsed = [unpack_record(r) for r in records]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (h, w, _) in enumerate(parsed):
-            groups.setdefault((h, w), []).append(i)
         out: np.ndarray | None = None
-        for size, idx in groups.items():
-            y_hat = self.decode_latents([parsed[i][2] for i in idx], size)
+        for size, (idx, payloads) in payloads_by_size(records).items():
+            y_hat = self.decode_latents(payloads, size)
             (logits,) = self.session.run(["logits"], {"y_hat": y_hat})
             if out is None:
                 out = np.empty((len(records), logits.shape[1]), np.float32)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from compressai.models.base import CompressionModel
 from torch import Tensor, nn
 
-from taskcodec.bitstream import check_decodable, pack_record, unpack_record
+from taskcodec.bitstream import check_decodable, pack_record, payloads_by_size
 from taskcodec.errors import BitstreamError, ConfigError
 from taskcodec.io import DEFAULT_MAX_PIXELS
 from taskcodec.models.entropy import EntropyStage
@@ -174,15 +174,10 @@ class TaskCodecBase(CompressionModel):
 
     def decode(self, records: list[bytes]) -> dict[str, Tensor]:
         """Decode records (of any mix of sizes) to logits, in the order given."""
-        if not records:
-            raise BitstreamError("no records to decode")
-        parsed = [unpack_record(r) for r in records]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (h, w, _) in enumerate(parsed):
-            groups.setdefault((h, w), []).append(i)
+        groups = payloads_by_size(records)
         out: dict[str, Any] = {}
-        for size, idx in groups.items():
-            part = self.decompress([parsed[i][2] for i in idx], size)
+        for size, (idx, payloads) in groups.items():
+            part = self.decompress(payloads, size)
             if len(groups) == 1:
                 return part
             out.setdefault("logits", torch.empty(len(records), part["logits"].shape[1]))[idx] = part["logits"]
