@@ -11,8 +11,13 @@ settings (``--max-batch``, ``--max-queue``, ``--max-wait-ms``, ``--threads``):
 * ``jpeg_q30+reference``: the same app (``create_app``) whose model Pillow-decodes JPEG q=30 files sent
   as container records and runs the reference classifier.
 
-An asyncio client (httpx) sends one-image requests at 1, 8 and 64 concurrent clients (``--requests``
-each) and a burst of 2,048 requests from 512 clients; every request is sent once, no retries. Per level
+A lean asyncio client (HTTP/1.1 keep-alive, one connection per simulated client; a connection closed or
+reset with a request in flight counts as dropped) sends one-image requests at 1, 8 and 64 concurrent
+clients (``--requests`` each) and a burst of 2,048 requests from 512 clients; every request is sent once,
+no retries. The servers and the load generator are pinned to disjoint CPUs (``--server-cpus``,
+``--client-cpus``; default: the machine's CPUs in two halves), every server to the same ones with as many
+intra-op threads as it has CPUs, so the bench measures the server, not itself; each level records the CPU
+milliseconds per request of both sides. Per level
 it reports admitted (200) and rejected (503) counts, 4xx/5xx, dropped connections, wrong labels
 (against the same model offline), admitted requests/s and p50/p99 latency split into queue and compute
 (the server's ``Server-Timing``), and the server's RSS (all its processes). A 32-client run with 30%
@@ -92,16 +97,17 @@ def reference_classifier(path: str | None):
 def run_jpeg_server(args) -> None:
     import uvicorn
 
-    from taskcodec.serve import create_app
+    from taskcodec.serve import connection_limit, create_app
 
     app = create_app(JpegReferenceModel(args.reference, args.threads), **server_settings(args))
-    uvicorn.run(app, host="127.0.0.1", port=args.jpeg_server_port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=args.jpeg_server_port, log_level="warning", backlog=2048,
+                limit_concurrency=connection_limit(None, args.max_queue))  # as `taskcodec serve` runs it
 
 
 # ------------------------------------------------------------------------------ servers as processes
 def server_settings(args) -> dict:
     return {"max_batch": args.max_batch, "max_queue": args.max_queue, "max_wait": args.max_wait_ms / 1000,
-            "batch_timeout": args.batch_timeout_ms / 1000}  # fmt: skip
+            "batch_timeout": args.batch_timeout_ms / 1000, "loop_nice": args.loop_nice}  # fmt: skip
 
 
 def say(*parts) -> None:
@@ -114,21 +120,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(cmd: list[str], port: int) -> tuple[subprocess.Popen, str]:
-    import httpx
+def start(cmd: list[str], port: int, cpus: set[int]) -> tuple[subprocess.Popen, str]:
+    """Start a server process pinned to ``cpus`` (its threads and worker processes inherit the pinning)."""
+    import urllib.request
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tempfile.TemporaryFile("w+")  # not a pipe: a server that logs much must never block on it
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cpus))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(3000):  # up to ~5 minutes on a loaded machine
         if proc.poll() is not None:
             log.seek(0)
             raise SystemExit(f"server {cmd} exited: {log.read()[-3000:]}")
         try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"server {cmd} did not start")
@@ -159,51 +168,116 @@ def rss_mb(pid: int) -> dict:
     return {"rss_mb": round(now / 1024, 1), "peak_rss_mb": round(peak / 1024, 1)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a server's processes (all their threads)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 # ------------------------------------------------------------------------------ load
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
+class Connection:
+    """One simulated client's HTTP/1.1 keep-alive connection: asyncio streams, Content-Length bodies, nothing else.
+
+    A lean client so that the bench measures the server, not itself (an httpx request costs its client
+    milliseconds of CPU that grow with the number of connections in its pool). A connection the server
+    closes after an answer (``Connection: close``) or while idle is opened again for the next request;
+    one closed or reset while a request is in flight raises (the request is counted as dropped).
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict, bytes]:
+        """``(status, headers with lower-case names, body)`` of one POST."""
+        if self.reader is None or self.reader.at_eof():  # never opened, or closed by the server while idle
+            self.close()
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status = int((await self.reader.readuntil(b"\r\n")).split(None, 2)[1])
+        headers = {}
+        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        data = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, data
+
+
+def event_loop_runner() -> asyncio.Runner:
+    """uvloop's event loop when it is installed (the server's own, and a lighter client), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def run_load(*args) -> dict:
+    with event_loop_runner() as runner:
+        return runner.run(load(*args))
+
+
 async def load(url: str, bodies: list[bytes], expected: list, clients: int, requests: int) -> dict:
     """``requests`` requests from ``clients`` concurrent clients; ``expected[k]``: body k's label, or its status as a string."""
-    import httpx
-
+    host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
     statuses: Counter = Counter()
     latency_ok, latency_503, queue_ms, compute_ms = [], [], [], []
     wrong = dropped = unexpected = 0
     next_index = iter(range(requests))
 
-    async def client_loop(client) -> None:
+    async def client_loop() -> None:
         nonlocal wrong, dropped, unexpected
+        connection = Connection(host, int(port))
         for i in next_index:
             k = i % len(bodies)
             t = time.perf_counter()
             try:
-                r = await client.post(f"{url}/v1/classify", content=bodies[k])
-            except httpx.HTTPError:
+                async with asyncio.timeout(120):
+                    status, headers, data = await connection.post("/v1/classify", bodies[k])
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+                connection.close()  # closed or reset with the request in flight, or no answer within 120 s
                 dropped += 1
                 continue
             elapsed = 1000 * (time.perf_counter() - t)
-            statuses[r.status_code] += 1
+            statuses[status] += 1
             want = expected[k]
-            if r.status_code == 200:
+            if status == 200:
                 latency_ok.append(elapsed)
-                m = TIMING.search(r.headers.get("server-timing", ""))
+                m = TIMING.search(headers.get("server-timing", ""))
                 queue_ms.append(float(m.group(1)))
                 compute_ms.append(float(m.group(2)))
-                if r.json()["results"][0]["top"][0]["class"] != want:  # also a hostile body answered 200
+                if json.loads(data)["results"][0]["top"][0]["class"] != want:  # also a hostile body answered 200
                     wrong += 1
-            elif r.status_code == 503:
+            elif status == 503:
                 latency_503.append(elapsed)
-                unexpected += "Retry-After" not in r.headers
-            elif str(r.status_code) != want:  # a 4xx/5xx that is not the one this body must get
+                unexpected += "retry-after" not in headers
+            elif str(status) != want:  # a 4xx/5xx that is not the one this body must get
                 unexpected += 1
+        connection.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(120, pool=600), limits=limits) as client:
-        start_t = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
-        wall = time.perf_counter() - start_t
+    start_t = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    wall = time.perf_counter() - start_t
     return {
         "clients": clients, "requests": requests, "admitted": statuses[200], "rejected_503": statuses[503],
         "status_4xx": sum(v for s, v in statuses.items() if 400 <= s < 500),
@@ -291,6 +365,23 @@ def agreement(enc: Path, dec: Path, onnx_path: Path, images: np.ndarray, threads
             **{k: v for k, v in labels.items() if k.endswith("_per_s_batch_64")}}  # fmt: skip
 
 
+def split_cpus(server: list[int] | None, client: list[int] | None) -> tuple[set[int], set[int]]:
+    """Disjoint CPU sets for the servers and the load generator (default: the machine's CPUs in two halves).
+
+    With its own CPUs the generator cannot slow the server it measures (nor the server the generator), so
+    a collapse under load is the server's. Every server of a run gets the same CPUs, so ratios stay fair.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 and not (server or client):
+        return set(cpus), set(cpus)  # nothing to split: both share the one CPU (the JSON says so)
+    half = len(cpus) // 2
+    server, client = set(server or cpus[half:]), set(client or cpus[:half])
+    if server & client or not server <= set(cpus) or not client <= set(cpus):
+        raise SystemExit(f"--server-cpus {sorted(server)} and --client-cpus {sorted(client)} must be disjoint "
+                         f"subsets of this process's CPUs {cpus}")  # fmt: skip
+    return server, client
+
+
 def main() -> None:
     ap = bench_parser(__doc__, out="results/deploy/serve_load.json", threads=2)
     ap.add_argument("--decoder", help="decoder-<id>.pt (default: the default architecture, untrained)")
@@ -306,6 +397,9 @@ def main() -> None:
     ap.add_argument("--max-queue", type=int, default=256)
     ap.add_argument("--max-wait-ms", type=float, default=100.0)
     ap.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    ap.add_argument("--loop-nice", type=int, default=10, help="the servers' --loop-nice")
+    ap.add_argument("--server-cpus", type=int, nargs="+", help="CPUs the servers run on (default: the upper half)")
+    ap.add_argument("--client-cpus", type=int, nargs="+", help="CPUs the load generator runs on (default: the lower half)")
     ap.add_argument("--note", default="", help="free text kept in the JSON (e.g. what else ran on the machine)")
     ap.add_argument("--jpeg-server-port", type=int, help=argparse.SUPPRESS)  # the JPEG server's own process
     args = ap.parse_args()
@@ -320,6 +414,8 @@ def main() -> None:
     from taskcodec.server_model import OnnxServerModel, TorchServerModel
 
     start_bench(args)  # torch's threads, and the dataset's default copy for --data
+    server_cpus, client_cpus = split_cpus(args.server_cpus, args.client_cpus)
+    server_threads = len(server_cpus)
     tmp = Path(tempfile.mkdtemp(prefix="serve_load-"))
     enc, dec, what = make_export(args, tmp)
     codec_id = read_export(dec)["codec_id"]
@@ -351,37 +447,43 @@ def main() -> None:
         "jpeg": JpegReferenceModel(args.reference, args.threads).decode(files).argmax(1).tolist(),
     }
     settings = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue), "--max-wait-ms",
-                str(args.max_wait_ms), "--batch-timeout-ms", str(args.batch_timeout_ms)]  # fmt: skip
+                str(args.max_wait_ms), "--batch-timeout-ms", str(args.batch_timeout_ms), "--loop-nice", str(args.loop_nice)]  # fmt: skip
     cli = [sys.executable, "-m", "taskcodec.cli", "serve"]
     servers = {
-        "onnx": (lambda p: [*cli, "-m", str(onnx_path), "--port", str(p), "--threads", str(args.threads), *settings],
+        "onnx": (lambda p: [*cli, "-m", str(onnx_path), "--port", str(p), "--threads", str(server_threads), *settings],
                  codec_bodies, expected["onnx"]),
         "onnx_2_workers": (lambda p: [*cli, "-m", str(onnx_path), "--port", str(p), "--threads", "1", "--workers", "2",
                                       *settings], codec_bodies, expected["onnx"]),
-        "pytorch": (lambda p: [*cli, "-m", str(dec), "--port", str(p), "--threads", str(args.threads), *settings],
+        "pytorch": (lambda p: [*cli, "-m", str(dec), "--port", str(p), "--threads", str(server_threads), *settings],
                     codec_bodies, expected["pytorch"]),
         "jpeg_q30+reference": (lambda p: [sys.executable, __file__, "--jpeg-server-port", str(p), "--threads",
-                                          str(args.threads), *(["--reference", args.reference] if args.reference else []),
+                                          str(server_threads), *(["--reference", args.reference] if args.reference else []),
                                           *settings], jpeg_bodies, expected["jpeg"]),
     }  # fmt: skip
+    os.sched_setaffinity(0, client_cpus)  # the load generator (this process) from here on
+    pinning = {"server_cpus": sorted(server_cpus), "client_cpus": sorted(client_cpus), "server_threads": server_threads,
+               "client": "asyncio streams, HTTP/1.1 keep-alive, one connection per client (bench/serve_load.py)"}
     levels = [(1, args.requests), (8, args.requests), (64, args.requests), (args.burst[1], args.burst[0])]
     results = {}
     for name in args.servers:
         command, bodies, labels = servers[name]
         port = free_port()
-        proc, url = start(command(port), port)
+        proc, url = start(command(port), port, server_cpus)
         say("started", name)
         try:
-            asyncio.run(load(url, bodies, labels, 4, 32))  # warm-up (first-call allocations, numba, thread pools)
+            run_load(url, bodies, labels, 4, 32)  # warm-up (first-call allocations, numba, thread pools)
             entry = {"bytes_per_request": float(np.mean([len(b) for b in bodies])), "idle": rss_mb(proc.pid), "runs": []}
             for clients, n in levels:
-                run = asyncio.run(load(url, bodies, labels, clients, n))
+                client_cpu, server_cpu = time.process_time(), cpu_seconds(proc.pid)
+                run = run_load(url, bodies, labels, clients, n)
+                run["client_cpu_ms_per_request"] = round(1000 * (time.process_time() - client_cpu) / n, 2)
+                run["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(proc.pid) - server_cpu) / n, 2)
                 run.update(rss_mb(proc.pid))
                 entry["runs"].append(run)
                 say(name, json.dumps(run))
             if name == "onnx":
                 hostile, want = hostile_mix(bodies, labels, codec_id, 256)
-                entry["hostile_32_clients"] = asyncio.run(load(url, hostile, want, 32, len(hostile)))
+                entry["hostile_32_clients"] = run_load(url, hostile, want, 32, len(hostile))
                 entry["hostile_32_clients"]["hostile_bodies"] = sum(isinstance(w, str) for w in want)
                 say(name, "hostile", json.dumps(entry["hostile_32_clients"]))
             entry["verdict"] = verdict(entry["runs"])
@@ -389,11 +491,11 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note, partial=True,
+        write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note, partial=True, pinning=pinning,
                          settings=server_settings(args), agreement=agree, servers=results)  # fmt: skip  (kept if a later server fails)
     bad = sum(r["dropped"] + r["wrong_labels"] + r["unexpected_answers"] + r["status_5xx"]
               for v in results.values() for r in [*v["runs"], *([v["hostile_32_clients"]] if "hostile_32_clients" in v else [])])  # fmt: skip
-    write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note,
+    write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note, pinning=pinning,
                      settings=server_settings(args), agreement=agree, servers=results, lost_wrong_or_unexpected=bad)  # fmt: skip
     print_table(results)
     if bad:
