@@ -290,7 +290,8 @@ def _serve(args: argparse.Namespace) -> None:
     serve(args.model, args.host, args.port, workers=args.workers, max_body=args.max_body, max_images=args.max_images,
           max_batch=args.max_batch, batch_timeout=args.batch_timeout_ms / 1000, threads=args.threads,
           max_queue=args.max_queue, max_wait=args.max_wait_ms / 1000 if args.max_wait_ms > 0 else None,
-          client=args.client, results_table=args.results_table)  # fmt: skip
+          client=args.client, results_table=args.results_table, loop_nice=args.loop_nice,
+          max_connections=args.max_connections, backlog=args.backlog)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most images admitted and waiting; more are answered 503 + Retry-After at once (default 256)")
     p.add_argument("--max-wait-ms", type=float, default=100.0,
                    help="a request waiting longer is answered 503, not computed (default 100; 0: no deadline)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections beyond which uvicorn answers 503 and closes the connection before "
+                        "reading the request (default: 4 x --max-queue, at least 1024)")
+    p.add_argument("--backlog", type=int, default=2048, help="connections the kernel holds before accept (default 2048)")
+    p.add_argument("--loop-nice", type=int, default=10,
+                   help="how far the HTTP event loop's thread lowers its priority below the decoder's, so that "
+                        "under overload admitted work is decoded first (Linux nice, 0..19; default 10; 0: equal)")
     p.add_argument("--threads", type=int, default=None, help="the model's intra-op threads (default: its runtime's)")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes on one socket, each with its own queue and metrics (default 1)")

@@ -35,6 +35,8 @@ import contextlib
 import json
 import math
 import os
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -46,8 +48,16 @@ DEFAULT_MAX_BATCH = 32
 DEFAULT_BATCH_TIMEOUT = 0.002
 DEFAULT_MAX_QUEUE = 256
 DEFAULT_MAX_WAIT = 0.1
+DEFAULT_LOOP_NICE = 10
 #: environment variable carrying create_app's arguments to each worker process (``--workers N``)
 CONFIG_ENV = "TASKCODEC_SERVE_CONFIG"
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux: a per-thread attribute; elsewhere nothing)."""
+    if nice > 0 and hasattr(os, "setpriority") and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 @dataclass
@@ -89,10 +99,15 @@ class ServeMetrics:
 
 
 class Batcher:
-    """Collects records from concurrent requests into a bounded queue; decodes them in batches on one thread.
+    """Collects records from concurrent requests into a bounded queue; decodes them in batches on a thread of its own.
+
+    The decoder thread takes its next batch from the queue itself and hands results back to the event
+    loop, so it never waits for a loop that is busy with connections; and the loop's thread runs at a
+    lower priority (``loop_nice``), so that under overload the CPU finishes the work already admitted
+    before it reads and refuses more.
 
     Args:
-        decode: records -> logits (rows in the same order), run in the default executor.
+        decode: records -> logits (rows in the same order), called on the decoder thread.
         max_batch: most images per ``decode`` call (a larger single request is decoded alone).
         batch_timeout: how long a batch that is not full waits for more images (seconds).
         max_queue: most images admitted and waiting; a request that does not fit gets
@@ -100,22 +115,28 @@ class Batcher:
         max_wait: a request still waiting after this many seconds gets :class:`OverloadedError`
             and is never decoded (``None``: no deadline).
         metrics: where queue depth, batch sizes and latencies are recorded (optional).
+        loop_nice: how much the event loop's thread lowers its scheduling priority below the decoder's
+            when serving starts (Linux nice; 0: equal).
     """
 
     def __init__(self, decode, max_batch: int = DEFAULT_MAX_BATCH, batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
                  max_queue: int = DEFAULT_MAX_QUEUE, max_wait: float | None = DEFAULT_MAX_WAIT,
-                 metrics: ServeMetrics | None = None) -> None:  # fmt: skip
+                 metrics: ServeMetrics | None = None, loop_nice: int = DEFAULT_LOOP_NICE) -> None:  # fmt: skip
         if max_batch < 1 or max_queue < 1 or batch_timeout < 0 or (max_wait is not None and max_wait <= 0):
             raise ConfigError(f"max_batch and max_queue must be >= 1, batch_timeout >= 0 and max_wait > 0; got "
                               f"{max_batch}, {max_queue}, {batch_timeout}, {max_wait}")  # fmt: skip
+        if not 0 <= loop_nice <= 19:
+            raise ConfigError(f"loop_nice must be in 0..19 (a Linux nice value), got {loop_nice}")
         self.decode, self.max_batch, self.batch_timeout = decode, max_batch, batch_timeout
-        self.max_queue, self.max_wait, self.metrics = max_queue, max_wait, metrics
+        self.max_queue, self.max_wait, self.metrics, self.loop_nice = max_queue, max_wait, metrics, loop_nice
         self.jobs: collections.deque[_Job] = collections.deque()
         self.queued_images = 0
         self.batches = 0
         self.rejected = {"queue_full": 0, "deadline": 0}
         self._seconds_per_image = 0.0  # moving average of compute time, for Retry-After
-        self._wake: asyncio.Event | None = None
+        self._cond = threading.Condition()  # guards jobs, queued_images and each job's started
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
 
     def _set_depth(self, delta: int) -> None:
         self.queued_images += delta
@@ -129,119 +150,155 @@ class Batcher:
         drain = self.queued_images * self._seconds_per_image
         return OverloadedError(message, retry_after=max(1, min(60, math.ceil(drain))))
 
+    def queue_full_error(self) -> OverloadedError:
+        return self._reject("queue_full", f"the queue is full ({self.queued_images} images waiting, room for "
+                                          f"{self.max_queue}); retry later")  # fmt: skip
+
     async def submit(self, records: list) -> tuple:
         """``(logits rows, {"queue_s", "compute_s"})`` of these records; OverloadedError when refused."""
         n = len(records)
-        if self.queued_images + n > self.max_queue:
-            raise self._reject("queue_full", f"the queue is full ({self.queued_images} images waiting, room for "
-                                              f"{self.max_queue}); retry later")  # fmt: skip
         loop = asyncio.get_running_loop()
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        job = _Job(records, loop.create_future(), loop.time())
-        if self.max_wait is not None:
+        job = _Job(records, loop.create_future(), time.monotonic())
+        with self._cond:
+            admitted = self.queued_images + n <= self.max_queue
+            if admitted:
+                self.jobs.append(job)
+                self._set_depth(n)
+                self._cond.notify()
+        if not admitted:
+            raise self.queue_full_error()
+        if self.max_wait is not None:  # answered by the decoder before it fires: cancelled in _settle
             job.timer = loop.call_later(self.max_wait, self._expire, job)
-        self.jobs.append(job)
-        self._set_depth(n)
-        self._wake.set()
         rows = await job.future
         return rows, job.timing
 
     def _expire(self, job: _Job) -> None:
         """A job that waited past ``max_wait`` leaves the queue unanswered by the decoder."""
-        if job.started is None and not job.future.done():
+        with self._cond:
+            if job.started is not None or job.future.done():
+                return
+            self.jobs.remove(job)
             self._set_depth(-len(job.records))
-            job.future.set_exception(self._reject("deadline", f"the request waited over {self.max_wait * 1000:.0f} ms "
-                                                              "for the decoder; retry later"))  # fmt: skip
+        job.future.set_exception(self._reject("deadline", f"the request waited over {self.max_wait * 1000:.0f} ms "
+                                                          "for the decoder; retry later"))  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
-        """A FastAPI lifespan: the batcher runs while the application does."""
-        self._wake = asyncio.Event()
-        task = asyncio.create_task(self.run())
+        """A FastAPI lifespan: the decoder thread runs while the application does."""
+        self._loop, self._stopping = asyncio.get_running_loop(), False
+        threading.Thread(target=self._work, name="taskcodec-decoder", daemon=True).start()
+        lower_thread_priority(self.loop_nice)  # the decoder thread, started already, keeps its priority
         yield
-        task.cancel()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
 
-    def _take(self, jobs: list[_Job], count: int, now: float) -> int:
-        """Move jobs from the queue into the batch (skipping expired ones) while they fit; returns the count."""
+    def _take(self, jobs: list[_Job], count: int) -> int:
+        """Move jobs from the queue into the batch while they fit; returns the batch's image count."""
+        now = time.monotonic()
         while self.jobs and count < self.max_batch:
             job = self.jobs[0]
-            if job.future.done():  # expired: its images already left the queue's count
-                self.jobs.popleft()
-                continue
             if jobs and count + len(job.records) > self.max_batch:
                 break
             self.jobs.popleft()
             job.started = now
-            if job.timer is not None:
-                job.timer.cancel()
             self._set_depth(-len(job.records))
             jobs.append(job)
             count += len(job.records)
         return count
 
-    async def _next_batch(self) -> list[_Job]:
-        loop = asyncio.get_running_loop()
+    def _next_batch(self) -> list[_Job] | None:
+        """On the decoder thread: the next batch (waiting up to ``batch_timeout`` to fill it); None when stopping."""
         jobs: list[_Job] = []
         count, deadline = 0, None
-        while True:
-            self._wake.clear()
-            count = self._take(jobs, count, loop.time())
-            if count >= self.max_batch or (jobs and self.jobs):  # full, or the next job does not fit
-                return jobs
-            if jobs:
-                deadline = deadline or loop.time() + self.batch_timeout
-                if loop.time() >= deadline:
+        with self._cond:
+            while not self._stopping:
+                count = self._take(jobs, count)
+                if count >= self.max_batch or (jobs and self.jobs):  # full, or the next job does not fit
                     return jobs
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
-            else:
-                await self._wake.wait()
+                if not jobs:
+                    self._cond.wait()
+                    continue
+                deadline = deadline or time.monotonic() + self.batch_timeout
+                if time.monotonic() >= deadline:
+                    return jobs
+                self._cond.wait(deadline - time.monotonic())
+        return None
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = await self._next_batch()
+    def _work(self) -> None:
+        while (jobs := self._next_batch()) is not None:
             records = [r for j in jobs for r in j.records]
             start = time.perf_counter()
             try:
-                logits = await loop.run_in_executor(None, self.decode, records)
+                logits = self.decode(records)
             except Exception as e:  # a bad record fails its batch: retry each job alone so others still succeed
-                if len(jobs) == 1:
-                    jobs[0].future.set_exception(e)
-                    continue
-                for j in jobs:
+                answers = []
+                for j in jobs if len(jobs) > 1 else []:
                     start = time.perf_counter()
                     try:
-                        rows = await loop.run_in_executor(None, self.decode, j.records)
+                        answers.append((j, self.decode(j.records), None, time.perf_counter() - start))
                     except Exception as e2:  # noqa: BLE001
-                        j.future.set_exception(e2)
-                    else:
-                        self._answer(j, rows, time.perf_counter() - start)
+                        answers.append((j, None, e2, 0.0))
+                self._loop.call_soon_threadsafe(self._settle, answers or [(jobs[0], None, e, 0.0)])
                 continue
             compute = time.perf_counter() - start
             self.batches += 1
             self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * compute / len(records)
             if self.metrics:
                 self.metrics.batch_images.observe(len(records))
-            offset = 0
+            answers, offset = [], 0
             for j in jobs:
-                self._answer(j, logits[offset : offset + len(j.records)], compute)
+                answers.append((j, logits[offset : offset + len(j.records)], None, compute))
                 offset += len(j.records)
+            self._loop.call_soon_threadsafe(self._settle, answers)
 
-    def _answer(self, job: _Job, rows, compute: float) -> None:
-        job.timing.update(queue_s=job.started - job.enqueued, compute_s=compute)
-        if self.metrics:
-            self.metrics.queue_seconds.observe(job.timing["queue_s"])
-            self.metrics.compute_seconds.observe(compute)
-        job.future.set_result(rows)
+    def _settle(self, answers: list) -> None:
+        """On the event loop: each job of a decoded batch gets its rows (or its error)."""
+        for job, rows, error, compute in answers:
+            if job.timer is not None:
+                job.timer.cancel()
+            if job.future.done():  # its client went away
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+                continue
+            job.timing.update(queue_s=job.started - job.enqueued, compute_s=compute)
+            if self.metrics:
+                self.metrics.queue_seconds.observe(job.timing["queue_s"])
+                self.metrics.compute_seconds.observe(compute)
+            job.future.set_result(rows)
+
+
+class ShedWhenFull:
+    """ASGI middleware: a classify request arriving while the queue is full gets its 503 before any other work.
+
+    It answers before FastAPI routes the request or its body is read, so a refusal costs the event loop a
+    fraction of what a request through the endpoint does, and an overloaded server spends its CPU on the
+    requests it admitted (a request that would not fit a queue with room left is still refused by the
+    endpoint, after reading its body).
+    """
+
+    def __init__(self, app, batcher: Batcher, answered) -> None:
+        self.app, self.batcher, self.answered = app, batcher, answered
+
+    async def __call__(self, scope, receive, send) -> None:
+        b = self.batcher
+        if scope["type"] != "http" or scope["path"] != "/v1/classify" or b.queued_images < b.max_queue:
+            return await self.app(scope, receive, send)
+        e = b.queue_full_error()
+        body = json.dumps({"error": str(e)}).encode()
+        self.answered(503)
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"retry-after", str(e.retry_after).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAULT_MAX_IMAGES,
                max_batch: int = DEFAULT_MAX_BATCH, batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
                threads: int | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
                max_wait: float | None = DEFAULT_MAX_WAIT, client: str | os.PathLike | None = None,
-               results_table: str | os.PathLike | None = None):  # fmt: skip
+               results_table: str | os.PathLike | None = None, loop_nice: int = DEFAULT_LOOP_NICE):  # fmt: skip
     """The FastAPI application serving one model, and the page at ``/`` (:mod:`taskcodec.web`).
 
     Args:
@@ -263,7 +320,7 @@ def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAUL
     if max_body < 1 or max_images < 1:
         raise ConfigError(f"max_body and max_images must be >= 1, got {max_body} and {max_images}")
     metrics = ServeMetrics()
-    batcher = Batcher(None, max_batch, batch_timeout, max_queue, max_wait, metrics)  # checks its arguments first
+    batcher = Batcher(None, max_batch, batch_timeout, max_queue, max_wait, metrics, loop_nice)  # checks its arguments first
     model_path = model if isinstance(model, (str, os.PathLike)) else None  # the page's client is found beside it
     if model_path is not None:
         model = load_server_model(model, threads)
@@ -271,6 +328,7 @@ def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAUL
     codec_id, meta = model.codec_id, model.meta
     stats = {"requests": 0, "errors": 0, "images": 0, "started": time.time()}
     app = FastAPI(title="taskcodec", lifespan=batcher.lifespan)
+    app.add_middleware(ShedWhenFull, batcher=batcher, answered=lambda s: metrics.responses.labels(str(s)).inc())
     app.state.batcher, app.state.metrics, app.state.model = batcher, metrics, model
     from taskcodec.web import mount_web
 
@@ -345,29 +403,51 @@ def app_from_environment():
     return create_app(kwargs.pop("model"), **kwargs)
 
 
-def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, **kwargs) -> None:
-    """Run the endpoint with uvicorn until interrupted (``workers`` > 1: that many processes on one socket)."""
+def connection_limit(max_connections: int | None, max_queue: int = DEFAULT_MAX_QUEUE) -> int:
+    """uvicorn's ``limit_concurrency``: the given one, or 4x the queue (at least 1024) so that it only stops floods.
+
+    Past it uvicorn answers 503 (without ``Retry-After``) and closes the connection before the request
+    reaches the application, so a flood of connections cannot exhaust memory or file descriptors; below
+    it the queue and its deadline decide, with ``Retry-After``.
+    """
+    limit = max(1024, 4 * max_queue) if max_connections is None else max_connections
+    if limit < 1:
+        raise ConfigError(f"--max-connections must be >= 1, got {limit}")
+    return limit
+
+
+def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          max_connections: int | None = None, backlog: int = 2048, **kwargs) -> None:  # fmt: skip
+    """Run the endpoint with uvicorn until interrupted (``workers`` > 1: that many processes on one socket).
+
+    ``max_connections`` and ``backlog``: see :func:`connection_limit` (per worker) and listen(2).
+    """
     try:
         import uvicorn
     except ImportError as e:
         raise ConfigError('`taskcodec serve` needs fastapi and uvicorn: pip install "taskcodec[serve]"') from e
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if backlog < 1:
+        raise ConfigError(f"--backlog must be >= 1, got {backlog}")
+    limits = {"limit_concurrency": connection_limit(max_connections, kwargs.get("max_queue", DEFAULT_MAX_QUEUE)),
+              "backlog": backlog}  # fmt: skip
     if workers == 1:
-        uvicorn.run(create_app(model_path, **kwargs), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(model_path, **kwargs), host=host, port=port, log_level="warning", **limits)
         return
     if not os.path.isfile(model_path):  # the supervisor loads no model: only the workers hold one
         raise CheckpointError(f"{model_path} is not a file; pass a server-<id>.onnx or decoder-<id>.pt")
-    Batcher(None, **{k: kwargs[k] for k in ("max_batch", "batch_timeout", "max_queue", "max_wait") if k in kwargs})
+    Batcher(None, **{k: kwargs[k] for k in ("max_batch", "batch_timeout", "max_queue", "max_wait", "loop_nice") if k in kwargs})
     os.environ[CONFIG_ENV] = json.dumps({"model": str(model_path), **kwargs})
     uvicorn.run("taskcodec.serve:app_from_environment", factory=True, workers=workers, host=host, port=port,
-                log_level="warning")  # fmt: skip
+                log_level="warning", **limits)  # fmt: skip
 
 
-def serve_in_thread(app, timeout: float = 20.0):
+def serve_in_thread(app, timeout: float = 20.0, **config):
     """Run ``app`` with uvicorn on 127.0.0.1 (an ephemeral port) in a daemon thread, for tests and benches.
 
-    Returns ``(url, stop)``; ``stop()`` shuts the server down and waits for the thread.
+    ``config``: more ``uvicorn.Config`` arguments (e.g. ``limit_concurrency``). Returns ``(url, stop)``;
+    ``stop()`` shuts the server down and waits for the thread.
     """
     import socket
     import threading
@@ -378,7 +458,7 @@ def serve_in_thread(app, timeout: float = 20.0):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

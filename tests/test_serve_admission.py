@@ -7,6 +7,7 @@ no assertion depends on timing.
 
 from __future__ import annotations
 
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -141,7 +142,8 @@ def test_a_request_larger_than_the_queue_is_refused_413() -> None:
         stop()
 
 
-@pytest.mark.parametrize("kwargs", [{"max_queue": 0}, {"max_batch": 0}, {"max_wait": 0}, {"batch_timeout": -1}])
+@pytest.mark.parametrize("kwargs", [{"max_queue": 0}, {"max_batch": 0}, {"max_wait": 0}, {"batch_timeout": -1},
+                                    {"loop_nice": -1}, {"loop_nice": 20}])
 def test_bad_admission_settings_are_refused(kwargs) -> None:
     with pytest.raises(ConfigError, match="must be"):
         Batcher(None, **kwargs)
@@ -158,3 +160,75 @@ def test_bad_worker_settings_are_refused_before_any_process_starts(tmp_path) -> 
     (tmp_path / "server-x.onnx").write_bytes(b"x")
     with pytest.raises(ConfigError, match="must be"):
         serve(str(tmp_path / "server-x.onnx"), workers=2, max_queue=0)
+
+
+def test_a_full_queue_refuses_before_reading_the_body() -> None:
+    """The refusal comes before the endpoint reads anything: a request whose body never arrives still gets its 503."""
+    import socket
+    from urllib.parse import urlparse
+
+    model = GatedModel()
+    url, stop = serve_in_thread(create_app(model, max_batch=1, batch_timeout=0, max_queue=1, max_wait=None))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, f"{url}/v1/classify", content=body(1), timeout=WAIT)
+            assert model.entered.wait(WAIT)
+            queued = pool.submit(httpx.post, f"{url}/v1/classify", content=body(2), timeout=WAIT)
+            wait_until(lambda: httpx.get(f"{url}/health").json()["queue_images"] == 1)
+            address = urlparse(url)
+            with socket.create_connection((address.hostname, address.port), timeout=WAIT) as sock:
+                sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")  # no body follows
+                answer = sock.recv(65536).decode("latin-1")
+            assert answer.startswith("HTTP/1.1 503") and "retry-after:" in answer.lower() and "queue is full" in answer
+            model.gate.set()
+            assert first.result().status_code == 200 and queued.result().status_code == 200
+        values = metric_values(httpx.get(f"{url}/metrics").text)
+        assert values[("taskcodec_responses_total", (("status", "503"),))] == 1
+        assert values[("taskcodec_rejected_total", (("reason", "queue_full"),))] == 1
+    finally:
+        model.gate.set()
+        stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_event_loop_runs_below_the_decoders_priority() -> None:
+    import asyncio
+    import os
+
+    seen: dict = {}
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def decode(records: list[bytes]) -> np.ndarray:
+        seen["decoder"] = nice()
+        return np.zeros((len(records), 4), np.float32)
+
+    async def serve_one() -> None:
+        seen["before"] = nice()
+        batcher = Batcher(decode, max_wait=None, loop_nice=5)
+        async with batcher.lifespan(None):
+            seen["loop"] = nice()
+            rows, _ = await batcher.submit([b"x"])
+            seen["rows"] = len(rows)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve_one(),))  # its own thread: the test's keeps its nice
+    thread.start()
+    thread.join(WAIT)
+    assert seen["rows"] == 1
+    assert seen["decoder"] == seen["before"] and seen["loop"] == min(19, seen["before"] + 5)
+
+
+def test_the_connection_limit_and_backlog_reach_uvicorn(tmp_path, monkeypatch) -> None:
+    import uvicorn
+
+    from taskcodec.serve import connection_limit, serve
+
+    assert connection_limit(None, 256) == 1024 and connection_limit(None, 1000) == 4000 and connection_limit(7) == 7
+    with pytest.raises(ConfigError, match="--max-connections"):
+        connection_limit(0)
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    (tmp_path / "server-x.onnx").write_bytes(b"x")
+    serve(str(tmp_path / "server-x.onnx"), workers=2, max_queue=512, backlog=64)
+    assert calls[0]["limit_concurrency"] == 2048 and calls[0]["backlog"] == 64
