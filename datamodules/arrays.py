@@ -221,12 +221,14 @@ def train_transform(
     to ``size``, for images held larger than the model reads. ``policy`` adds TrivialAugment or
     RandAugment; ``jpeg_quality=(lo, hi)`` re-codes the image as JPEG at a random quality in that
     range with probability ``jpeg_prob`` (a classifier robust to coding). Both run on uint8, as
-    the policies expect, and hand back float images in [0, 1].
+    the policies expect, and hand back float images in [0, 1]. A resized crop also goes through
+    uint8: its resampling leaves values off the 8-bit grid and a rounding error outside [0, 1],
+    which the codec refuses, and every image it is tested on is 8-bit.
     """
     crop = (v2.RandomCrop(size, padding=pad, fill=0) if min_scale is None
             else v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True))  # fmt: skip
     steps: list = [crop, v2.RandomHorizontalFlip()]
-    if policy is None and jpeg_quality is None:
+    if policy is None and jpeg_quality is None and min_scale is None:
         return v2.Compose(steps)
     if policy is not None and policy not in AUGMENT_POLICIES:
         raise ConfigError(f"augment_policy must be one of {sorted(AUGMENT_POLICIES)} or null, got {policy!r}")

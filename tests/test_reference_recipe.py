@@ -27,6 +27,21 @@ def test_policies_and_jpeg_recoding_keep_float_images_in_range() -> None:
     assert (flat - x).abs().mean() > 0.05 or (flat - x.flip(-1)).abs().mean() > 0.05
 
 
+def test_resized_crop_hands_the_codec_8bit_images_in_range() -> None:
+    """Imagenette's random resized crop resamples: its output goes back to the 8-bit grid inside [0, 1], which
+    the codec checks (a float rounding error above 1 stopped the light client's first stage)."""
+    from taskcodec.models.light import LightClientCodec
+
+    x = torch.rand(8, 3, 160, 160)
+    x[:, :, :80] = 1.0  # saturated areas, where resampling's rounding lands above 1
+    t = train_transform(size=128, min_scale=0.35)
+    out = torch.stack([t(im) for im in x])
+    assert out.shape == (8, 3, 128, 128) and out.dtype == torch.float32
+    assert 0 <= out.min() and out.max() <= 1
+    assert torch.allclose(out * 255, (out * 255).round(), atol=1e-3)  # on the 8-bit grid
+    LightClientCodec(channels=(8, 16, 32), kernel=3, act="relu", entropy="factorized")._pad(out)  # the codec's input check
+
+
 def test_bad_recipe_values_are_refused() -> None:
     with pytest.raises(ConfigError, match="augment_policy"):
         train_transform(policy="autoaugment-v9")
