@@ -249,7 +249,7 @@ def evaluate(cfg: DictConfig) -> dict:
     rows.append(evaluate_label(classifier, images, labels, ref_macs, cfg.batch_size, speed, jpeg_per_s))
     for _, encoder, decoder, meta in loaded:
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size, meta)
-        row |= taskcodec_client_columns(encoder, ref_macs, speed, jpeg_per_s)
+        row |= taskcodec_client_columns(encoder, ref_macs, tuple(images.shape[1:3]), speed, jpeg_per_s)
         rows.append(row)
         print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")
 

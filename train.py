@@ -113,8 +113,9 @@ def client_cost_line(model: JointCodecModule, datamodule) -> str:
     codec = copy.deepcopy(model.codec).cpu().eval()
     codec.update(force=True)
     ref = ImageClassifier(codec.config.get("classifier", "resnet18"), int(codec.config["num_classes"]))
-    share = client_macs(codec) / classifier_macs(ref)
     images = datamodule.test_set.images[:512]
+    size = tuple(images.shape[1:3])  # both counted at the size the model reads (64 on Tiny ImageNet, 128 on Imagenette)
+    share = client_macs(codec, size) / classifier_macs(ref, size)
     with single_thread():
         speed = encode_throughput(codec, images, repeats=1)
     return (f"client: {100 * share:.1f}% of the reference's MACs, encodes {speed['client_encode_images_per_s']:.0f} img/s "

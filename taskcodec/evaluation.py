@@ -162,8 +162,10 @@ def client_columns(encode, macs: int, reference_macs: int, speed_images: np.ndar
     return out
 
 
-def taskcodec_client_columns(encoder: TaskCodecBase, reference_macs: int, speed_images=None, jpeg_per_s=None) -> dict:
-    return client_columns(encoder.encode, client_macs(encoder), reference_macs, speed_images, jpeg_per_s)
+def taskcodec_client_columns(encoder: TaskCodecBase, reference_macs: int, image_size: tuple[int, int], speed_images=None,
+                             jpeg_per_s=None) -> dict:  # fmt: skip
+    """The client columns of a taskcodec row; ``reference_macs`` must be counted at the same ``image_size``."""
+    return client_columns(encoder.encode, client_macs(encoder, image_size), reference_macs, speed_images, jpeg_per_s)
 
 
 @torch.no_grad()

@@ -26,6 +26,19 @@ def test_client_runs_none_of_the_classifier_and_costs_a_few_percent() -> None:
     assert not any(n.startswith(("g_a.layer", "g_a.conv1")) for n, _ in codec.named_parameters())
 
 
+def test_client_share_counts_both_sides_at_the_size_the_model_reads() -> None:
+    """evaluate.py's client column at 128 px (Imagenette): the client's MACs at 128, as the reference's, so the share
+    is the same as at 64 px (it was 0.26% instead of 1.0%, client counted at 64 against a reference at 128)."""
+    from taskcodec.evaluation import taskcodec_client_columns
+
+    codec = create_codec("light", num_classes=10, channels=[8, 16, 32], kernel=3, act="relu", entropy="factorized").eval()
+    ref = ImageClassifier("resnet18", 10)
+    at_64 = client_macs(codec) / classifier_macs(ref)
+    cols = taskcodec_client_columns(codec, classifier_macs(ref, (128, 128)), (128, 128))
+    assert cols["client_macs"] == 4 * client_macs(codec)
+    assert cols["client_macs_share"] == pytest.approx(at_64, rel=0.01) and 0.005 < at_64 < 0.02
+
+
 @pytest.mark.parametrize("entropy", ["factorized", "hyperprior"])
 def test_real_coding_gives_the_training_latents_and_logits(entropy: str) -> None:
     codec = tiny_codec("light", entropy=entropy, channels=[8, 8], split="layer1")
