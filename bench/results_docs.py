@@ -63,6 +63,7 @@ FOLDERS: dict[str, tuple[str, str]] = {
     "imagenette": ("Imagenette at 128 px: the light clients, JPEG/WebP/AVIF, downsampling and the label row, 3,925 images",
                    "imagenette"),
     "imagenette_baselines": ("the Imagenette reference, JPEG/WebP/AVIF and downsampling on its 3,925 val images", "imagenette"),
+    "imagenette_light_curves": ("hold-out and train top-1 per epoch of the Imagenette light clients' two stages", "imagenette"),
     "imagenette_reference": ("the Imagenette reference's learning curve and config", "imagenette"),
     "joint_10cls": ("the split codec's joint run, the default before the light client", "earlier"),
     "light_100cls": ("the light client c1 (5 + 3 epochs) and the split codecs on 100 classes", "light-client"),
