@@ -242,14 +242,15 @@ def evaluate(cfg: DictConfig) -> dict:
     rows = join_extra_rows(rows, [Path(p) for p in cfg.get("extra_rows") or []], len(labels), ref_id)
 
     # client cost: MACs against the reference's; encode speed against JPEG q=30 on the same images, one thread
-    ref_macs = classifier_macs(classifier, tuple(images.shape[1:3]))
+    size = tuple(images.shape[1:3])
+    ref_macs = classifier_macs(classifier, size)
     speed = images[: cfg.speed_images] if cfg.speed_images else None
     with single_thread():
         jpeg_per_s = jpeg_images_per_second(speed) if speed is not None else None
     rows.append(evaluate_label(classifier, images, labels, ref_macs, cfg.batch_size, speed, jpeg_per_s))
     for _, encoder, decoder, meta in loaded:
         row = evaluate_taskcodec(encoder, decoder, images, labels, cfg.batch_size, meta)
-        row |= taskcodec_client_columns(encoder, ref_macs, tuple(images.shape[1:3]), speed, jpeg_per_s)
+        row |= taskcodec_client_columns(encoder, ref_macs, size, speed, jpeg_per_s)
         rows.append(row)
         print(f"{row['codec']:>16} {row['setting']:>18}: {row['bytes_per_image']:8.1f} B  top-1 {row['top1']:.3f}")
 

@@ -34,8 +34,11 @@ def macs(fn: Callable[..., Any], *args: Any) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-def client_macs(codec: nn.Module, image_size: tuple[int, int] = (64, 64)) -> int:
-    """MACs per image of everything the client runs: the analysis and the entropy model's networks."""
+def client_macs(codec: nn.Module, image_size: tuple[int, int]) -> int:
+    """MACs per image of everything the client runs: the analysis and the entropy model's networks.
+
+    ``image_size`` has no default: a share is only right with both sides counted at the size the model reads.
+    """
     x = torch.rand(1, 3, *image_size)
     was_training = codec.training
     codec.eval()
@@ -45,7 +48,7 @@ def client_macs(codec: nn.Module, image_size: tuple[int, int] = (64, 64)) -> int
         codec.train(was_training)
 
 
-def classifier_macs(classifier: nn.Module, image_size: tuple[int, int] = (64, 64)) -> int:
+def classifier_macs(classifier: nn.Module, image_size: tuple[int, int]) -> int:
     """MACs per image of a classifier (the reference) on one image."""
     was_training = classifier.training
     classifier.eval()

@@ -17,11 +17,11 @@ from taskcodec.models.light import FeatureTeacher
 
 def test_client_runs_none_of_the_classifier_and_costs_a_few_percent() -> None:
     codec = create_codec("light", num_classes=10).eval()
-    ref = classifier_macs(ImageClassifier("resnet18", 10))
-    share = client_macs(codec) / ref
+    ref = classifier_macs(ImageClassifier("resnet18", 10), (64, 64))
+    share = client_macs(codec, (64, 64)) / ref
     assert 0.02 < share < 0.10  # the default client: ~7.7% of resnet18's MACs at 64x64
     small = create_codec("light", num_classes=10, channels=[8, 16, 32], kernel=3).eval()
-    assert client_macs(small) < client_macs(codec) / 3
+    assert client_macs(small, (64, 64)) < client_macs(codec, (64, 64)) / 3
     # the client holds no classifier stage: every reference weight is on the server side
     assert not any(n.startswith(("g_a.layer", "g_a.conv1")) for n, _ in codec.named_parameters())
 
@@ -33,9 +33,9 @@ def test_client_share_counts_both_sides_at_the_size_the_model_reads() -> None:
 
     codec = create_codec("light", num_classes=10, channels=[8, 16, 32], kernel=3, act="relu", entropy="factorized").eval()
     ref = ImageClassifier("resnet18", 10)
-    at_64 = client_macs(codec) / classifier_macs(ref)
+    at_64 = client_macs(codec, (64, 64)) / classifier_macs(ref, (64, 64))
     cols = taskcodec_client_columns(codec, classifier_macs(ref, (128, 128)), (128, 128))
-    assert cols["client_macs"] == 4 * client_macs(codec)
+    assert cols["client_macs"] == 4 * client_macs(codec, (64, 64))
     assert cols["client_macs_share"] == pytest.approx(at_64, rel=0.01) and 0.005 < at_64 < 0.02
 
 
