@@ -154,22 +154,26 @@ def serve_load(path: str) -> str:
     d = json.loads((ROOT / path).read_text())
     lines = [f"`{d['command']}` (git {d['git_revision'][:10]}); {d.get('model', '')}; settings {d['settings']}; "
              f"note: {d.get('note') or 'none'}.", "",
-             "| server | clients | requests | admitted | 503 | dropped | admitted/s | p50 ms (queue + compute) | "
-             "p99 ms (queue + compute) | RSS MB (peak) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| server | clients | Retry-After | requests | admitted | 503 | dropped | admitted/s (steady) | p50 ms (queue + compute) | "
+             "p99 ms (queue + compute) | RSS MB (peak) |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, server in d["servers"].items():
         for r in server["runs"]:
-            lines.append(f"| {name} | {r['clients']} | {r['requests']} | {r['admitted']} | {r['rejected_503']} | "
-                         f"{r['dropped']} | {r['admitted_per_s']:.1f} | {r['p50_ms']:.1f} ({r['queue_p50_ms']:.1f} + "
+            retry = "waited" if r.get("clients_honour_retry_after") else "ignored"
+            lines.append(f"| {name} | {r['clients']} | {retry} | {r['requests']} | {r['admitted']} | {r['rejected_503']} | "
+                         f"{r['dropped']} | {r['admitted_per_s']:.1f} ({r.get('steady_admitted_per_s') or float('nan'):.1f}) | {r['p50_ms']:.1f} ({r['queue_p50_ms']:.1f} + "
                          f"{r['compute_p50_ms']:.1f}) | {r['p99_ms']:.1f} ({r['queue_p99_ms']:.1f} + {r['compute_p99_ms']:.1f}) | "
                          f"{r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) |")  # fmt: skip
-    lines += ["", "| server | 64 clients: throughput / best, p99 / 8-client p99 | burst: throughput / best, p99 / 8-client p99 | holds |",
-              "|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| server | clients | 64 clients: throughput / best, p99 / 8-client p99 | burst: throughput / best, p99 / 8-client p99 | holds |",
+              "|---|---|---|---|---|"]  # fmt: skip
     for name, server in d["servers"].items():
         v = server["verdict"]
-        c64, burst = v["64_clients"], v["burst"]
-        lines.append(f"| {name} | {c64['throughput_vs_best']:.2f}, {c64['p99_vs_8_clients']:.2f} | "
-                     f"{burst['throughput_vs_best']:.2f}, {burst['p99_vs_8_clients']:.2f} | "
-                     f"{'yes' if c64['holds'] and burst['holds'] else 'no'} |")  # fmt: skip
+        for suffix, who in (("", "wait Retry-After"), ("_ignoring_retry_after", "ignore Retry-After")):
+            if f"64_clients{suffix}" not in v:
+                continue
+            c64, burst = v[f"64_clients{suffix}"], v[f"burst{suffix}"]
+            lines.append(f"| {name} | {who} | {c64['throughput_vs_best']:.2f}, {c64['p99_vs_8_clients']:.2f} | "
+                         f"{burst['throughput_vs_best']:.2f}, {burst['p99_vs_8_clients']:.2f} | "
+                         f"{'yes' if c64['holds'] and burst['holds'] else 'no'} |")  # fmt: skip
     for name, server in d["servers"].items():
         h = server.get("hostile_32_clients")
         if h:

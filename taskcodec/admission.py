@@ -107,6 +107,7 @@ class Batcher:
         self.batches = 0
         self.rejected = {"queue_full": 0, "deadline": 0}
         self._seconds_per_image = 0.0  # moving average of compute time, for Retry-After
+        self._refused: collections.OrderedDict = collections.OrderedDict()  # client -> its last refusal, last second
         self._cond = threading.Condition()  # guards jobs, queued_images and each job's started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -116,18 +117,28 @@ class Batcher:
         if self.metrics:
             self.metrics.queue_images.set(self.queued_images)
 
-    def _reject(self, reason: str, message: str) -> OverloadedError:
+    def _reject(self, reason: str, message: str, client=None) -> OverloadedError:
         self.rejected[reason] += 1
         if self.metrics:
             self.metrics.rejected.labels(reason).inc()
-        drain = self.queued_images * self._seconds_per_image
+        # Retry-After: the time to serve what waits now and the clients refused in the last second (who will
+        # come back), so that a crowd of refused clients is told to spread out over that time. Clients are
+        # counted once however often they were refused (one that ignores Retry-After is not a crowd).
+        now = time.monotonic()
+        key = client if client is not None else object()
+        self._refused.pop(key, None)
+        self._refused[key] = now
+        while next(iter(self._refused.values())) < now - 1.0:
+            self._refused.popitem(last=False)
+        drain = (self.queued_images + len(self._refused)) * self._seconds_per_image
         return OverloadedError(message, retry_after=max(1, min(60, math.ceil(drain))))
 
-    def queue_full_error(self) -> OverloadedError:
+    def queue_full_error(self, client=None) -> OverloadedError:
+        """The 503 for a full queue; ``client``: the ASGI scope's (host, port), to count refused clients once."""
         return self._reject("queue_full", f"the queue is full ({self.queued_images} images waiting, room for "
-                                          f"{self.max_queue}); retry later")  # fmt: skip
+                                          f"{self.max_queue}); retry later", client)  # fmt: skip
 
-    async def submit(self, records: list) -> tuple:
+    async def submit(self, records: list, client=None) -> tuple:
         """``(logits rows, {"queue_s", "compute_s"})`` of these records; OverloadedError when refused."""
         n = len(records)
         loop = asyncio.get_running_loop()
@@ -139,7 +150,7 @@ class Batcher:
                 self._set_depth(n)
                 self._cond.notify()
         if not admitted:
-            raise self.queue_full_error()
+            raise self.queue_full_error(client)
         if self.max_wait is not None:  # answered by the decoder before it fires: cancelled in _settle
             job.timer = loop.call_later(self.max_wait, self._expire, job)
         rows = await job.future
@@ -258,7 +269,7 @@ class ShedWhenFull:
         b = self.batcher
         if scope["type"] != "http" or scope["path"] != "/v1/classify" or b.queued_images < b.max_queue:
             return await self.app(scope, receive, send)
-        e = b.queue_full_error()
+        e = b.queue_full_error(scope.get("client"))
         body = json.dumps({"error": str(e)}).encode()
         self.answered(503)
         await send({"type": "http.response.start", "status": 503,

@@ -139,7 +139,7 @@ def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAUL
         if n == 0:
             return answer(200, {"model": codec_id, "images": 0, "results": []})
         try:
-            logits, timing = await batcher.submit([e.record for e in container.entries])
+            logits, timing = await batcher.submit([e.record for e in container.entries], request.client)
         except OverloadedError as e:
             return answer(503, {"error": str(e)}, {"Retry-After": str(e.retry_after)})
         except BitstreamError as e:

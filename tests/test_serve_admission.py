@@ -240,3 +240,20 @@ def test_the_connection_limit_and_backlog_reach_uvicorn(tmp_path, monkeypatch) -
     (tmp_path / "server-x.onnx").write_bytes(b"x")
     serve(str(tmp_path / "server-x.onnx"), workers=2, max_queue=512, backlog=64)
     assert calls[0]["limit_concurrency"] == 2048 and calls[0]["backlog"] == 64
+
+
+def test_retry_after_spreads_a_crowd_of_refused_clients_but_not_one_impatient_client() -> None:
+    """Retry-After is the time to serve what waits plus the clients refused in the last second, each
+    client counted once: a crowd is told to come back later, one client that ignores it is not."""
+    b = Batcher(lambda records: None, max_batch=8, max_queue=8)
+    b._seconds_per_image = 0.004  # as measured by the decoder: 4 ms an image
+    b.queued_images = 8
+    for _ in range(2000):  # one client hammering: 8 waiting + 1 client, far under a second
+        e = b.queue_full_error(("127.0.0.1", 5000))
+    assert e.retry_after == 1
+    for port in range(1000):  # a crowd: 1,000 distinct clients refused -> (8 + 1,001) x 4 ms = 4.04 s
+        e = b.queue_full_error(("127.0.0.1", 6000 + port))
+    assert e.retry_after == 5
+    b._refused = type(b._refused)((k, t - 2.0) for k, t in b._refused.items())  # a second later: they have gone
+    assert b.queue_full_error(("127.0.0.1", 5000)).retry_after == 1
+    assert b.rejected["queue_full"] == 3001
