@@ -10,7 +10,9 @@ torch thread, in one process:
 * server: records -> labels against JPEG file -> Pillow decode -> the reference classifier;
 * the entropy stage alone (for a hyperprior ``h_a``, ``h_s`` in float64, quantisation; then range
   coding) with the compiled coder and with the Python reference coder, on the codec's own latents,
-  and the analysis network alone: where the client's time goes.
+  and the analysis network alone: where the client's time goes;
+* the torch-free client (``taskcodec export --onnx``, onnxruntime with one thread): encode images/s
+  and whether its records are byte-identical to the PyTorch client's.
 
 Each throughput is the median of ``--repeats`` timed runs after a warm-up. Absolute numbers depend
 on the machine and its load; the ratios, measured side by side, are the result.
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +66,29 @@ def entropy_stage_only(encoder, images: np.ndarray, compiled: bool, repeats: int
         os.environ["TASKCODEC_CODER"] = "auto"
 
 
+def onnx_client_speed(encoder, meta: dict, images: np.ndarray, records: list[bytes], base: dict, args) -> dict:
+    """The torch-free client (``taskcodec export --onnx``: onnxruntime, one thread) on the same images:
+    images/s, its ratio to Pillow JPEG, and the share of its records byte-identical to the PyTorch client's."""
+    from taskcodec.client.runtime import OnnxClient
+    from taskcodec.errors import TaskcodecError
+    from taskcodec.onnx_export import export_onnx_client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path, _ = export_onnx_client(encoder, tmp, meta["codec_id"], meta)
+        except TaskcodecError as e:
+            return {"onnx_client": f"no ONNX client: {e}"}
+        client = OnnxClient(path, threads=1)
+
+        def run() -> list[bytes]:
+            return [r for i in range(0, len(images), args.batch) for r in client.encode(images[i : i + args.batch])]
+
+        same = float(np.mean([a == b for a, b in zip(run(), records, strict=True)]))
+        per_s = len(images) / median_seconds(run, args.repeats)
+    return {"onnx_client_encode_images_per_s": per_s, "onnx_client_encode_vs_jpeg": per_s / base["jpeg_encode_images_per_s"],
+            "onnx_client_records_identical": same}  # fmt: skip
+
+
 def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: dict, args) -> dict:
     enc_path = next(iter(sorted(export.glob("encoder-*.pt")) + sorted(export.glob("export/encoder-*.pt"))))
     encoder, meta = load_encoder(enc_path)
@@ -90,6 +116,7 @@ def measure(export: Path, images: np.ndarray, reference, ref_macs: int, base: di
         "server_vs_jpeg_decode_plus_reference": server_per_s / base["jpeg_decode_plus_reference_images_per_s"],
         "analysis_only_images_per_s": analysis_per_s,
         "entropy_stage_images_per_s": coder, "entropy_stage_compiled_vs_python_coder": coder["compiled"] / coder["python"],
+        **onnx_client_speed(encoder, meta, images, records, base, args),
     }  # fmt: skip
     print(json.dumps({k: v for k, v in row.items() if k != "config"}))
     return row
