@@ -48,7 +48,7 @@ class OnnxServerModel:
 
         remake = "taskcodec export DECODER --onnx"
         self.session, tables = open_onnx_export(onnx_path, "server", remake, "serve", SUPPORTED_TABLES_VERSION,
-                                                int(threads or 0), spin=False)  # the event loop shares these cores
+                                                int(threads or 0), spin=False, arena=False)  # the event loop shares these cores
         try:
             meta = json.loads(str(tables["meta"]))
         except (KeyError, ValueError) as e:

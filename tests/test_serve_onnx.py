@@ -83,6 +83,10 @@ def test_onnx_server_gives_the_pytorch_decoders_labels(onnx_server) -> None:
     payloads = [unpack_record(r)[2] for r in records]
     y_torch = TorchServerModel(onnx_server["dec"]).codec.decode_latents(payloads, (64, 64)).numpy()
     assert np.array_equal(model.decode_latents(payloads, (64, 64)), y_torch)
+    # a long-lived server keeps no memory arena (its RSS follows its batches), and no spinning threads
+    options = model.session.get_session_options()
+    assert options.enable_cpu_mem_arena is False
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_onnx_server_refuses_corrupt_records(onnx_server) -> None:
