@@ -39,7 +39,7 @@ SUMMARY: list[tuple[str, str, str, str, str, str]] = [
      "docs/light-client.md"),
     ("Tiny ImageNet, 10 classes", "split codec after `layer4` (heavy client)", "light_10cls", "taskcodec-split-layer4-hyperprior+kd",
      "lmbda=0.1", "docs/light-client.md"),
-    ("Imagenette, 10 classes, 128 px", "light client c1, 8 + 4 epochs", "imagenette", f"{C1}+kd+2stage", "lmbda=0.3",
+    ("Imagenette, 10 classes, 128 px", "light client c1, 8 + 4 epochs", "imagenette", f"{C1}+kd+2stage", "lmbda=1",
      "docs/imagenette.md"),
     ("Tiny ImageNet, 100 classes", "light client c1, 16 + 10 epochs", "light_steps_100cls", f"{C1}+kd+2stage", "lmbda=1",
      "docs/light-client.md"),
