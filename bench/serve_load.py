@@ -52,6 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results_docs import serve_load as render_serve_load  # noqa: E402
 from taskcodec.container import Entry, read_container, write_container  # noqa: E402
 from taskcodec.provenance import bench_parser, start_bench, write_provenance  # noqa: E402
 
@@ -344,11 +345,11 @@ def hostile_mix(bodies: list[bytes], labels: list[int], codec_id: str, max_image
 def verdict(runs: list[dict]) -> dict:
     """The issue's bar: at 64 clients and the burst, admitted/s >= 90% of the best, p99 <= 3x the 8-client p99."""
     best = max(r["steady_admitted_per_s"] or 0 for r in runs)
-    p99_8 = next(r["p99_ms"] for r in runs if r["clients"] == 8)
+    p99_8 = next(r["p99_ms"] for r in runs if r["level"] == "8_clients")
     out = {"best_admitted_per_s": best, "p99_8_clients_ms": p99_8}
     for r in runs:
-        if r["clients"] in (64, 512):
-            name = ("burst" if r["clients"] == 512 else "64_clients") + ("" if r["clients_honour_retry_after"] else "_ignoring_retry_after")
+        if r["level"] in ("64_clients", "burst"):
+            name = r["level"] + ("" if r["clients_honour_retry_after"] else "_ignoring_retry_after")
             out[name] = {"throughput_vs_best": round((r["steady_admitted_per_s"] or 0) / best, 3),
                          "p99_vs_8_clients": round(r["p99_ms"] / p99_8, 2) if r["p99_ms"] else None,
                          "holds": (r["steady_admitted_per_s"] or 0) >= 0.9 * best and r["p99_ms"] is not None and r["p99_ms"] <= 3 * p99_8
@@ -493,8 +494,9 @@ def main() -> None:
     pinning = {"server_cpus": sorted(server_cpus), "client_cpus": sorted(client_cpus), "server_threads": server_threads,
                "client": "asyncio streams, HTTP/1.1 keep-alive, one connection per client (bench/serve_load.py)"}
     # clients that wait Retry-After and send again, then the same loads from clients that ignore it
-    levels = [(1, args.requests, True), (8, args.requests, True), (64, args.requests, True), (args.burst[1], args.burst[0], True),
-              (64, args.requests, False), (args.burst[1], args.burst[0], False)]  # fmt: skip
+    levels = [("1_client", 1, args.requests, True), ("8_clients", 8, args.requests, True), ("64_clients", 64, args.requests, True),
+              ("burst", args.burst[1], args.burst[0], True), ("64_clients", 64, args.requests, False),
+              ("burst", args.burst[1], args.burst[0], False)]  # fmt: skip
     results = {}
     for name in args.servers:
         command, bodies, labels = servers[name]
@@ -504,9 +506,9 @@ def main() -> None:
         try:
             run_load(url, bodies, labels, 4, 32)  # warm-up (first-call allocations, numba, thread pools)
             entry = {"bytes_per_request": float(np.mean([len(b) for b in bodies])), "idle": rss_mb(proc.pid), "runs": []}
-            for clients, n, honour in levels:
+            for level, clients, n, honour in levels:
                 client_cpu, server_cpu = time.process_time(), cpu_seconds(proc.pid)
-                run = run_load(url, bodies, labels, clients, n, honour)
+                run = {"level": level} | run_load(url, bodies, labels, clients, n, honour)
                 run["client_cpu_ms_per_request"] = round(1000 * (time.process_time() - client_cpu) / n, 2)
                 run["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(proc.pid) - server_cpu) / n, 2)
                 run.update(rss_mb(proc.pid))
@@ -528,22 +530,9 @@ def main() -> None:
               for v in results.values() for r in [*v["runs"], *([v["hostile_32_clients"]] if "hostile_32_clients" in v else [])])  # fmt: skip
     write_provenance(args.out, model=what, codec_id=codec_id, threads=args.threads, note=args.note, pinning=pinning,
                      settings=server_settings(args), agreement=agree, servers=results, lost_wrong_or_unexpected=bad)  # fmt: skip
-    print_table(results)
+    print(render_serve_load(str(Path(args.out).resolve())))  # the tables docs/serving.md shows, from the JSON just written
     if bad:
         raise SystemExit(f"{bad} requests dropped, wrongly labelled or answered unexpectedly")
-
-
-def print_table(results: dict) -> None:
-    """The markdown table docs/serving.md shows."""
-    print("| server | clients | Retry-After | requests | admitted | 503 | dropped | admitted/s (steady) | p50 ms (queue + compute) | "
-          "p99 ms (queue + compute) | RSS MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, entry in results.items():
-        for r in entry["runs"]:
-            retry = "waited" if r.get("clients_honour_retry_after") else "ignored"
-            print(f"| {name} | {r['clients']} | {retry} | {r['requests']} | {r['admitted']} | {r['rejected_503']} | {r['dropped']} | "
-                  f"{r['admitted_per_s']} ({r['steady_admitted_per_s']}) | {r['p50_ms']} ({r['queue_p50_ms']} + {r['compute_p50_ms']}) | "
-                  f"{r['p99_ms']} ({r['queue_p99_ms']} + {r['compute_p99_ms']}) | {r['rss_mb']} |")  # fmt: skip
 
 
 if __name__ == "__main__":
