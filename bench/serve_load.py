@@ -21,7 +21,8 @@ intra-op threads as it has CPUs, so the bench measures the server, not itself; e
 milliseconds per request of both sides. Per level
 it reports admitted (200) and rejected (503) counts, 4xx/5xx, dropped connections, wrong labels
 (against the same model offline), admitted requests/s and p50/p99 latency split into queue and compute
-(the server's ``Server-Timing``), and the server's RSS (all its processes). A 32-client run with 30%
+(the server's ``Server-Timing``; latency counts from the request's write on an open connection, as wrk
+counts it, and the time to open a connection is reported apart), and the server's RSS (all its processes). A 32-client run with 30%
 hostile bodies checks that each gets its 4xx. The agreement of the ONNX server's labels with the PyTorch
 decoder's is measured on the records of ``--agreement-images`` val images of ``--agreement-classes``.
 
@@ -206,11 +207,17 @@ class Connection:
             self.writer.close()
         self.reader = self.writer = None
 
+    async def connect(self) -> bool:
+        """Open the connection if it is not open (never opened, or closed by the server); whether it opened one."""
+        if self.reader is not None and not self.reader.at_eof():
+            return False
+        self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return True
+
     async def post(self, path: str, body: bytes) -> tuple[int, dict, bytes]:
-        """``(status, headers with lower-case names, body)`` of one POST."""
-        if self.reader is None or self.reader.at_eof():  # never opened, or closed by the server while idle
-            self.close()
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        """``(status, headers with lower-case names, body)`` of one POST (opening the connection if needed)."""
+        await self.connect()
         head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n\r\n"
         self.writer.write(head.encode() + body)
         await self.writer.drain()
@@ -250,7 +257,7 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
     host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
     statuses: Counter = Counter()
     retry_after: Counter = Counter()  # the Retry-After values the 503s carried
-    latency_ok, latency_503, queue_ms, compute_ms, completion = [], [], [], [], []
+    latency_ok, latency_503, queue_ms, compute_ms, completion, connect_ms = [], [], [], [], [], []
     wrong = dropped = unexpected = 0
     next_index = iter(range(requests))
     jitter = np.random.default_rng(clients)
@@ -271,6 +278,9 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
                 t = time.perf_counter()
                 try:
                     async with asyncio.timeout(120):
+                        if await connection.connect():  # latency counts from the request's write, as wrk's does
+                            connect_ms.append(1000 * (time.perf_counter() - t))
+                            t = time.perf_counter()
                         status, headers, data = await connection.post("/v1/classify", bodies[k])
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
                     connection.close()  # closed or reset with the request in flight, or no answer within 120 s
@@ -317,6 +327,7 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
         "queue_p50_ms": pct(queue_ms, 50), "queue_p99_ms": pct(queue_ms, 99),
         "compute_p50_ms": pct(compute_ms, 50), "compute_p99_ms": pct(compute_ms, 99),
         "rejected_p99_ms": pct(latency_503, 99), "completion_p99_ms": pct(completion, 99),
+        "connections_opened": len(connect_ms), "connect_p99_ms": pct(connect_ms, 99),
         "clients_honour_retry_after": honour_retry, "retry_after_s": dict(sorted(retry_after.items())),
     }  # fmt: skip
 

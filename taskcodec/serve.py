@@ -82,6 +82,8 @@ def create_app(model, max_body: int = DEFAULT_MAX_BODY, max_images: int = DEFAUL
     model_path = model if isinstance(model, (str, os.PathLike)) else None  # the page's client is found beside it
     if model_path is not None:
         model = load_server_model(model, threads)
+    if hasattr(model, "warm_up"):  # the first request should not pay for loading the coder's kernels
+        model.warm_up()
     batcher.decode = model.decode
     codec_id, meta = model.codec_id, model.meta
     stats = {"requests": 0, "errors": 0, "images": 0, "started": time.time()}

@@ -242,6 +242,23 @@ def test_the_connection_limit_and_backlog_reach_uvicorn(tmp_path, monkeypatch) -
     assert calls[0]["limit_concurrency"] == 2048 and calls[0]["backlog"] == 64
 
 
+def test_a_server_model_is_warmed_up_once_before_serving(monkeypatch) -> None:
+    import uvicorn
+
+    from taskcodec import server_model
+    from taskcodec.serve import serve
+
+    order = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: order.append("run"))
+    model = GatedModel()
+    model.warm_up = lambda: order.append("warm_up")
+    monkeypatch.setattr(server_model, "load_server_model", lambda path, threads: model)
+    serve("server-x.onnx", workers=1)
+    assert order == ["warm_up", "run"]
+    if sys.platform.startswith("linux"):  # glibc: the calls reach the C library
+        assert server_model.release_free_memory() is True
+
+
 def test_retry_after_spreads_a_crowd_of_refused_clients_but_not_one_impatient_client() -> None:
     """Retry-After is the time to serve what waits plus the clients refused in the last second, each
     client counted once: a crowd is told to come back later, one client that ignores it is not."""

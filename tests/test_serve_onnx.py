@@ -204,6 +204,7 @@ def test_cli_serves_the_onnx_model_with_workers_and_no_torch(light_server, tmp_p
 
 
 def test_importing_the_serve_path_imports_no_torch(light_server, tmp_path) -> None:
+    """... and the app warms the model up: the coder's kernels are compiled before the first request."""
     code = (
         "import sys\n"
         "import taskcodec.cli, taskcodec.serve, taskcodec.server_model, taskcodec.report\n"
@@ -211,6 +212,10 @@ def test_importing_the_serve_path_imports_no_torch(light_server, tmp_path) -> No
         f"app = create_app({str(light_server['onnx'])!r})\n"
         "print(app.state.model.codec_id)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'lightning', 'timm', 'compressai')))\n"
+        "from taskcodec.range_coder import compiled_available\n"
+        "if compiled_available():\n"
+        "    from taskcodec.range_coder_numba import decode_batch\n"
+        "    assert decode_batch.signatures, 'warm_up did not run the compiled decoder'\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
