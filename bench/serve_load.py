@@ -183,6 +183,17 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def full_collections(url: str) -> tuple[float, float]:
+    """(count, seconds) of the server's full (generation 2) garbage collections so far, from its /metrics
+    (with ``--workers``, one worker's)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    found = dict(re.findall(r'^taskcodec_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)$', text, re.M))
+    return float(found.get("count", 0)), float(found.get("sum", 0))
+
+
 # ------------------------------------------------------------------------------ load
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
@@ -518,8 +529,11 @@ def main() -> None:
             run_load(url, bodies, labels, 4, 32)  # warm-up (first-call allocations, numba, thread pools)
             entry = {"bytes_per_request": float(np.mean([len(b) for b in bodies])), "idle": rss_mb(proc.pid), "runs": []}
             for level, clients, n, honour in levels:
-                client_cpu, server_cpu = time.process_time(), cpu_seconds(proc.pid)
+                client_cpu, server_cpu, gc_before = time.process_time(), cpu_seconds(proc.pid), full_collections(url)
                 run = {"level": level} | run_load(url, bodies, labels, clients, n, honour)
+                gc_after = full_collections(url)
+                run["gc_full_collections"] = int(gc_after[0] - gc_before[0])
+                run["gc_full_pause_ms"] = round(1000 * (gc_after[1] - gc_before[1]), 1)
                 run["client_cpu_ms_per_request"] = round(1000 * (time.process_time() - client_cpu) / n, 2)
                 run["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(proc.pid) - server_cpu) / n, 2)
                 run.update(rss_mb(proc.pid))

@@ -107,6 +107,21 @@ def test_full_queue_answers_503_at_once_and_the_server_keeps_serving() -> None:
         stop()
 
 
+def test_serving_freezes_the_startup_heap_and_times_collections() -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    url, stop = serve_in_thread(create_app(GatedModel()))
+    try:
+        assert gc.get_freeze_count() > 1000  # the modules and objects loaded before serving: never scanned again
+        gc.collect()  # a full collection while serving is timed in /metrics
+        values = metric_values(httpx.get(f"{url}/metrics").text)
+        assert values[("taskcodec_gc_pause_seconds_count", (("generation", "2"),))] >= 1
+    finally:
+        stop()
+    assert gc.get_freeze_count() == 0  # a server stopped in a longer-lived process hands them back
+
+
 def test_a_request_past_its_deadline_is_answered_503_and_never_computed() -> None:
     model = GatedModel()
     url, stop = serve_in_thread(create_app(model, max_batch=1, batch_timeout=0, max_queue=8, max_wait=0.05))
