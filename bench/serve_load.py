@@ -269,6 +269,7 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
     statuses: Counter = Counter()
     retry_after: Counter = Counter()  # the Retry-After values the 503s carried
     latency_ok, latency_503, queue_ms, compute_ms, completion, connect_ms = [], [], [], [], [], []
+    sent_at = []  # when each admitted request's try was sent, seconds from the level's start
     wrong = dropped = unexpected = 0
     next_index = iter(range(requests))
     jitter = np.random.default_rng(clients)
@@ -310,6 +311,7 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
                     continue  # the same request again: after Retry-After, or at once
                 elif status == 200:
                     latency_ok.append(elapsed)
+                    sent_at.append(t - start_t)
                     completion.append(1000 * (now - first))
                     m = TIMING.search(headers.get("server-timing", ""))
                     queue_ms.append(float(m.group(1)))
@@ -321,7 +323,7 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
                 break
         connection.close()
 
-    start_t = time.perf_counter()
+    start_t = time.perf_counter()  # read by client_loop once it runs
     await asyncio.gather(*(client_loop() for _ in range(clients)))
     wall = time.perf_counter() - start_t
     steady_s, steady_admitted = steady["end"][0] - start_t, steady["end"][1]
@@ -339,6 +341,10 @@ async def load(url: str, bodies: list[bytes], expected: list, clients: int, requ
         "compute_p50_ms": pct(compute_ms, 50), "compute_p99_ms": pct(compute_ms, 99),
         "rejected_p99_ms": pct(latency_503, 99), "completion_p99_ms": pct(completion, 99),
         "connections_opened": len(connect_ms), "connect_p99_ms": pct(connect_ms, 99),
+        # the level's first second (every client's first request arrives at once) apart from the rest
+        "first_second_admitted": sum(a < 1.0 for a in sent_at),
+        "first_second_p99_ms": pct([x for x, a in zip(latency_ok, sent_at, strict=True) if a < 1.0], 99),
+        "after_first_second_p99_ms": pct([x for x, a in zip(latency_ok, sent_at, strict=True) if a >= 1.0], 99),
         "clients_honour_retry_after": honour_retry, "retry_after_s": dict(sorted(retry_after.items())),
     }  # fmt: skip
 

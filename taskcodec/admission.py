@@ -119,7 +119,7 @@ class Batcher:
         self.batches = 0
         self.rejected = {"queue_full": 0, "deadline": 0}
         self._seconds_per_image = 0.0  # moving average of compute time, for Retry-After
-        self._refused: collections.OrderedDict = collections.OrderedDict()  # client -> its last refusal, last second
+        self._refused: collections.OrderedDict = collections.OrderedDict()  # client -> when it was told to come back
         self._cond = threading.Condition()  # guards jobs, queued_images and each job's started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -133,17 +133,18 @@ class Batcher:
         self.rejected[reason] += 1
         if self.metrics:
             self.metrics.rejected.labels(reason).inc()
-        # Retry-After: the time to serve what waits now and the clients refused in the last second (who will
-        # come back), so that a crowd of refused clients is told to spread out over that time. Clients are
-        # counted once however often they were refused (one that ignores Retry-After is not a crowd).
+        # Retry-After: the time to serve what waits now and every refused client not yet due back (each
+        # client once, however often it was refused: one that ignores Retry-After is not a crowd), so that a
+        # crowd of refused clients is spread over the time their requests need, each behind those told before.
         now = time.monotonic()
         key = client if client is not None else object()
         self._refused.pop(key, None)
-        self._refused[key] = now
-        while next(iter(self._refused.values())) < now - 1.0:
+        while self._refused and next(iter(self._refused.values())) <= now:  # the earliest told: due back now
             self._refused.popitem(last=False)
-        drain = (self.queued_images + len(self._refused)) * self._seconds_per_image
-        return OverloadedError(message, retry_after=max(1, min(60, math.ceil(drain))))
+        drain = (self.queued_images + len(self._refused) + 1) * self._seconds_per_image
+        retry_after = max(1, min(60, math.ceil(drain)))
+        self._refused[key] = now + retry_after
+        return OverloadedError(message, retry_after=retry_after)
 
     def queue_full_error(self, client=None) -> OverloadedError:
         """The 503 for a full queue; ``client``: the ASGI scope's (host, port), to count refused clients once."""

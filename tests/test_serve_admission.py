@@ -275,8 +275,8 @@ def test_a_server_model_is_warmed_up_once_before_serving(monkeypatch) -> None:
 
 
 def test_retry_after_spreads_a_crowd_of_refused_clients_but_not_one_impatient_client() -> None:
-    """Retry-After is the time to serve what waits plus the clients refused in the last second, each
-    client counted once: a crowd is told to come back later, one client that ignores it is not."""
+    """Retry-After is the time to serve what waits plus the refused clients not yet due back, each client
+    counted once: a crowd is told to come back later, one client that ignores it is not."""
     b = Batcher(lambda records: None, max_batch=8, max_queue=8)
     b._seconds_per_image = 0.004  # as measured by the decoder: 4 ms an image
     b.queued_images = 8
@@ -286,6 +286,10 @@ def test_retry_after_spreads_a_crowd_of_refused_clients_but_not_one_impatient_cl
     for port in range(1000):  # a crowd: 1,000 distinct clients refused -> (8 + 1,001) x 4 ms = 4.04 s
         e = b.queue_full_error(("127.0.0.1", 6000 + port))
     assert e.retry_after == 5
-    b._refused = type(b._refused)((k, t - 2.0) for k, t in b._refused.items())  # a second later: they have gone
+    # 2 s later the clients told 1-2 s are due back; the ~500 told 3-5 s are still away and ahead of a
+    # newcomer: (8 + ~500 + 1) x 4 ms -> 3 s (a window of the last second would have said 1)
+    b._refused = type(b._refused)((k, t - 2.0) for k, t in b._refused.items())
+    assert b.queue_full_error(("127.0.0.1", 7000)).retry_after == 3
+    b._refused = type(b._refused)((k, t - 10.0) for k, t in b._refused.items())  # all were due back: gone
     assert b.queue_full_error(("127.0.0.1", 5000)).retry_after == 1
-    assert b.rejected["queue_full"] == 3001
+    assert b.rejected["queue_full"] == 3002
