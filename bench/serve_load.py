@@ -100,11 +100,11 @@ def reference_classifier(path: str | None):
 def run_jpeg_server(args) -> None:
     import uvicorn
 
-    from taskcodec.serve import connection_limit, create_app
+    from taskcodec.serve import KEEP_ALIVE_S, connection_limit, create_app
 
     app = create_app(JpegReferenceModel(args.reference, args.threads), **server_settings(args))
     uvicorn.run(app, host="127.0.0.1", port=args.jpeg_server_port, log_level="warning", backlog=2048,
-                limit_concurrency=connection_limit(None, args.max_queue))  # as `taskcodec serve` runs it
+                limit_concurrency=connection_limit(None, args.max_queue), timeout_keep_alive=KEEP_ALIVE_S)  # as `taskcodec serve` runs it
 
 
 # ------------------------------------------------------------------------------ servers as processes

@@ -48,6 +48,10 @@ from taskcodec.errors import BitstreamError, CheckpointError, ConfigError, Overl
 
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_MAX_IMAGES = 256
+#: seconds an idle keep-alive connection stays open (uvicorn's default is 5): longer than the longest
+#: Retry-After (60 s) a client may be told, times its jitter, mostly, so that a refused client comes back on its
+#: connection instead of reopening one, and the server does not close it just as the client sends again
+KEEP_ALIVE_S = 75
 #: environment variable carrying create_app's arguments to each worker process (``--workers N``)
 CONFIG_ENV = "TASKCODEC_SERVE_CONFIG"
 
@@ -191,7 +195,7 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, workers: i
     if backlog < 1:
         raise ConfigError(f"--backlog must be >= 1, got {backlog}")
     limits = {"limit_concurrency": connection_limit(max_connections, kwargs.get("max_queue", DEFAULT_MAX_QUEUE)),
-              "backlog": backlog}  # fmt: skip
+              "backlog": backlog, "timeout_keep_alive": KEEP_ALIVE_S}  # fmt: skip
     if workers == 1:
         uvicorn.run(create_app(model_path, **kwargs), host=host, port=port, log_level="warning", **limits)
         return

@@ -255,6 +255,7 @@ def test_the_connection_limit_and_backlog_reach_uvicorn(tmp_path, monkeypatch) -
     (tmp_path / "server-x.onnx").write_bytes(b"x")
     serve(str(tmp_path / "server-x.onnx"), workers=2, max_queue=512, backlog=64)
     assert calls[0]["limit_concurrency"] == 2048 and calls[0]["backlog"] == 64
+    assert calls[0]["timeout_keep_alive"] == 75  # a client told to come back keeps its connection
 
 
 def test_a_server_model_is_warmed_up_once_before_serving(monkeypatch) -> None:
