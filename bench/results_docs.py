@@ -58,6 +58,8 @@ FOLDERS: dict[str, tuple[str, str]] = {
     "client_speed_imagenette": ("encode and decode speed of the Imagenette light clients at 128 px against Pillow JPEG",
                                 "imagenette"),
     "client_speed_10cls": ("encode and decode speed of the light clients against Pillow JPEG, one thread", "light-client"),
+    "default_imagenette": ("the default `python train.py data=imagenette` (teacher, then c1), each stage's record and its wall time",
+                           "imagenette"),
     "default_10cls": ("the default `python train.py` (teacher, then the light client c1), each stage's record", "light-client"),
     "deploy": ("the ONNX client against the PyTorch one, and the HTTP server under load", "deployment"),
     "earlier": ("archive: every study measured against the 15-epoch references (its own README)", "earlier"),
