@@ -100,11 +100,11 @@ def reference_classifier(path: str | None):
 def run_jpeg_server(args) -> None:
     import uvicorn
 
-    from taskcodec.serve import KEEP_ALIVE_S, connection_limit, create_app
+    from taskcodec.serve import create_app, uvicorn_limits
 
     app = create_app(JpegReferenceModel(args.reference, args.threads), **server_settings(args))
-    uvicorn.run(app, host="127.0.0.1", port=args.jpeg_server_port, log_level="warning", backlog=2048,
-                limit_concurrency=connection_limit(None, args.max_queue), timeout_keep_alive=KEEP_ALIVE_S)  # as `taskcodec serve` runs it
+    uvicorn.run(app, host="127.0.0.1", port=args.jpeg_server_port, log_level="warning",
+                **uvicorn_limits(max_queue=args.max_queue))  # as `taskcodec serve` runs it
 
 
 # ------------------------------------------------------------------------------ servers as processes
@@ -188,10 +188,13 @@ def full_collections(url: str) -> tuple[float, float]:
     (with ``--workers``, one worker's)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
         text = r.read().decode()
-    found = dict(re.findall(r'^taskcodec_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)$', text, re.M))
-    return float(found.get("count", 0)), float(found.get("sum", 0))
+    found = {s.name: s.value for f in text_string_to_metric_families(text) if f.name == "taskcodec_gc_pause_seconds"
+             for s in f.samples if s.labels.get("generation") == "2"}  # fmt: skip
+    return found.get("taskcodec_gc_pause_seconds_count", 0.0), found.get("taskcodec_gc_pause_seconds_sum", 0.0)
 
 
 # ------------------------------------------------------------------------------ load

@@ -180,11 +180,20 @@ def connection_limit(max_connections: int | None, max_queue: int = DEFAULT_MAX_Q
     return limit
 
 
+def uvicorn_limits(max_connections: int | None = None, max_queue: int = DEFAULT_MAX_QUEUE, backlog: int = 2048) -> dict:
+    """The connection settings every server of this app runs with in uvicorn: ``limit_concurrency``
+    (:func:`connection_limit`), the kernel's accept ``backlog`` (listen(2)) and the keep-alive timeout."""
+    if backlog < 1:
+        raise ConfigError(f"--backlog must be >= 1, got {backlog}")
+    return {"limit_concurrency": connection_limit(max_connections, max_queue), "backlog": backlog,
+            "timeout_keep_alive": KEEP_ALIVE_S}  # fmt: skip
+
+
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           max_connections: int | None = None, backlog: int = 2048, **kwargs) -> None:  # fmt: skip
     """Run the endpoint with uvicorn until interrupted (``workers`` > 1: that many processes on one socket).
 
-    ``max_connections`` and ``backlog``: see :func:`connection_limit` (per worker) and listen(2).
+    ``max_connections`` and ``backlog``: see :func:`uvicorn_limits` (per worker).
     """
     try:
         import uvicorn
@@ -192,10 +201,7 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, workers: i
         raise ConfigError('`taskcodec serve` needs fastapi and uvicorn: pip install "taskcodec[serve]"') from e
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if backlog < 1:
-        raise ConfigError(f"--backlog must be >= 1, got {backlog}")
-    limits = {"limit_concurrency": connection_limit(max_connections, kwargs.get("max_queue", DEFAULT_MAX_QUEUE)),
-              "backlog": backlog, "timeout_keep_alive": KEEP_ALIVE_S}  # fmt: skip
+    limits = uvicorn_limits(max_connections, kwargs.get("max_queue", DEFAULT_MAX_QUEUE), backlog)
     if workers == 1:
         uvicorn.run(create_app(model_path, **kwargs), host=host, port=port, log_level="warning", **limits)
         return
