@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import CPU, DATA, ROOT, TINY_CODEC, compose_cfg
 from omegaconf import open_dict
@@ -89,6 +90,36 @@ def test_resume_true_continues_an_interrupted_run_and_skips_a_finished_one(tmp_p
     (run / "result.json").unlink()
     train(compose_cfg("train.yaml", [*args, "trainer.max_epochs=1"], run))
     assert torch.load(ckpts / "final.ckpt", weights_only=True)["global_step"] == step
+
+
+class SessionEnds(Exception):
+    pass
+
+
+class EndSessionAfterFirstEpoch(pl.Callback):
+    """What the end of a session does to a run: it stops after an epoch's checkpoint, mid-schedule."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise SessionEnds
+
+
+@pytest.mark.parametrize("experiment", ["joint", "reference"])
+def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(tmp_path, experiment) -> None:
+    """Shuffles, augmentations and quantisation noise continue where the stopped run left them
+    (the generators' states are in the checkpoint), so a run split across sessions reproduces."""
+    args = [*DATA, *CPU, f"experiment={experiment}", "logger=csv", "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1", "test=false", "export=false", "resume=true", "trainer.max_epochs=2"]  # fmt: skip
+    args += TINY_CODEC if experiment == "joint" else []
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(compose_cfg("train.yaml", args, whole))
+    with pytest.raises(SessionEnds):
+        train(compose_cfg("train.yaml", [*args, f"+callbacks.session_end._target_={__name__}.EndSessionAfterFirstEpoch"], split))
+    assert (split / "checkpoints" / "last.ckpt").is_file() and not (split / "result.json").exists()
+    train(compose_cfg("train.yaml", args, split))  # the next session: resume=true picks up last.ckpt
+    a, b = (torch.load(run / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"] for run in (whole, split))
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
 def test_checkpoint_payload_is_plain(joint_run) -> None:
