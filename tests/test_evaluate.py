@@ -103,6 +103,24 @@ def test_headline_ratios() -> None:
     assert h["webp_bytes"] is None and h["x_fewer_than_best_webp_avif"] is None
 
 
+def test_headline_compares_parity_points_where_the_standard_curve_is_flat() -> None:
+    """JPEG within the margin at q=20 and exact only at q=90: the parity-to-parity ratio uses q=20."""
+    rows = [
+        {"codec": "none", "setting": "raw", "bytes_per_image": 49152, "payload_bytes_per_image": 49152, "top1": 0.872},
+        {"codec": "jpeg", "setting": "q=10", "bytes_per_image": 1087, "payload_bytes_per_image": 800, "top1": 0.853},
+        {"codec": "jpeg", "setting": "q=20", "bytes_per_image": 1631, "payload_bytes_per_image": 1300, "top1": 0.8705},
+        {"codec": "jpeg", "setting": "q=90", "bytes_per_image": 6172, "payload_bytes_per_image": 5800, "top1": 0.8712},
+        {"codec": "taskcodec-latent", "setting": "lmbda=0.1", "bytes_per_image": 18.2, "payload_bytes_per_image": 17, "top1": 0.8708},
+    ]
+    result = headline(rows)
+    assert result["standard_parity"]["jpeg"] == {"setting": "q=20", "bytes": 1631, "diff_vs_ref": pytest.approx(-0.0015)}
+    assert "webp" not in result["standard_parity"]  # no WebP rows: no parity point
+    h = result["taskcodec-latent"]
+    assert h["x_fewer_than_jpeg_at_parity"] == pytest.approx(1631 / 18.2)
+    assert h["x_fewer_than_jpeg_payload_at_parity"] == pytest.approx(1300 / 18.2)  # against the point's whole bytes
+    assert h["x_fewer_than_jpeg"] > 1.5 * h["x_fewer_than_jpeg_at_parity"]  # interpolated at 0.8708: 3/7 of the way to q=90
+
+
 def test_headline_points_below_parity() -> None:
     """Without parity there is still a per-setting comparison; no extrapolation below JPEG's range."""
     rows = [
