@@ -44,6 +44,8 @@ SUMMARY: list[tuple[str, str, str, str, str, str]] = [
      "docs/imagenette.md"),
     ("Imagenette, 10 classes, 128 px", "light client c1s16 (8×8 latent), 8 + 4 epochs", "imagenette_latent",
      "taskcodec-light-8x16x32x32k3relu-layer1-factorized+kd+2stage", "lmbda=1", "docs/imagenette.md"),
+    ("Imagenette, 10 classes, 128 px", "light client c1s16 (8×8 latent), 16 + 4 epochs", "imagenette_steps",
+     "taskcodec-light-8x16x32x32k3relu-layer1-factorized+kd+2stage", "lmbda=1", "docs/imagenette.md"),
     ("Imagenette, 10 classes, 128 px", "split codec after `layer4` (heavy client)", "imagenette",
      "taskcodec-split-layer4-hyperprior+kd", "lmbda=0.1", "docs/imagenette.md"),
     ("Tiny ImageNet, 100 classes", "light client c1, 16 + 10 epochs", "light_steps_100cls", f"{C1}+kd+2stage", "lmbda=1",
